@@ -1,0 +1,44 @@
+"""``casebridge`` command line: a thin shell over the packages; each group registers itself here.
+
+Every command returns a process exit code; a ``CaseBridgeError`` becomes one line on stderr with
+its stable code and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from casebridge import __version__
+from casebridge.cli import broker, demo
+from casebridge.core.errors import CaseBridgeError
+
+GROUPS = (broker, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="casebridge", description="Sealed, agreement-routed case events across borders."
+    )
+    parser.add_argument("--version", action="version", version=f"casebridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CaseBridgeError as exc:
+        print(f"casebridge: error [{exc.code}]: {exc.why}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

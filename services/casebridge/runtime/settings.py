@@ -1,0 +1,47 @@
+"""Configuration: one frozen object, read once from the environment in the entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+"""The source tree (``services/casebridge/runtime`` is three levels below it)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a CaseBridge process needs to know about its surroundings."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    home: Path = Path(".casebridge")  # local state: broker data, keys, outbox databases
+    project_root: Path = PROJECT_ROOT
+    kafka_cache: Path = Path.home() / ".cache" / "casebridge" / "kafka"
+    log_format: str = "auto"  # auto (console on a TTY, JSON otherwise), console, json
+    log_level: str = "info"
+    sasl_password: str = field(default="", repr=False)  # never printed
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``CASEBRIDGE_*`` and ``KAFKA_BOOTSTRAP_SERVERS``; unset keys keep their default."""
+        env = os.environ if env is None else env
+        base = cls()
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", base.bootstrap_servers),
+            home=Path(env.get("CASEBRIDGE_HOME", str(base.home))),
+            project_root=Path(env.get("CASEBRIDGE_ROOT", str(base.project_root))),
+            kafka_cache=Path(env.get("CASEBRIDGE_KAFKA_CACHE", str(base.kafka_cache))),
+            log_format=env.get("CASEBRIDGE_LOG_FORMAT", base.log_format),
+            log_level=env.get("CASEBRIDGE_LOG_LEVEL", base.log_level),
+            sasl_password=env.get("CASEBRIDGE_SASL_PASSWORD", ""),
+        )
+
+    @property
+    def kafka_pom(self) -> Path:
+        return self.project_root / "deploy" / "kafka" / "pom.xml"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"

@@ -1,0 +1,92 @@
+"""The session's real Kafka broker: never an in-memory fake, never a silent skip.
+
+Order of preference: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else testcontainers when a Docker engine
+answers; else the project's own launcher (``casebridge broker start``) on free loopback ports. If
+none can be had, every test that asked for Kafka fails with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from casebridge.runtime import broker
+from casebridge.runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class KafkaHandle:
+    """A running broker the tests may use: its address and where it came from."""
+
+    bootstrap: str
+    source: str  # "env", "testcontainers" or "launcher"
+    spec: broker.BrokerSpec | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(bootstrap_servers=self.bootstrap)
+
+
+def free_base_port(host: str = "127.0.0.1", ports_needed: int = 2) -> int:
+    """A port p such that p .. p+ports_needed-1 are all free on loopback."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 2)  # noqa: S311 - a port, not a secret
+        if all(broker.port_free(host, base + i) for i in range(ports_needed)):
+            return base
+    raise RuntimeError("no free loopback port pair found in 20000-40000")
+
+
+def docker_engine_answers() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    done = subprocess.run([docker, "info"], capture_output=True, check=False, timeout=20)
+    return done.returncode == 0
+
+
+def launcher_broker(state_dir: Path) -> Iterator[KafkaHandle]:
+    settings = Settings.from_env()
+    spec = broker.BrokerSpec(state_dir=state_dir, cache_dir=settings.kafka_cache,
+                             pom=settings.kafka_pom, base_port=free_base_port())
+    bootstrap = broker.start(spec, lambda msg: print(f"[kafka] {msg}", file=sys.stderr))
+    try:
+        yield KafkaHandle(bootstrap, "launcher", spec)
+    finally:
+        broker.stop(spec, lambda msg: None)
+
+
+def container_broker() -> Iterator[KafkaHandle]:
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer(image=f"apache/kafka:{pom_kafka_version()}").with_kraft() as container:
+        yield KafkaHandle(container.get_bootstrap_server(), "testcontainers")
+
+
+def pom_kafka_version() -> str:
+    text = Settings().kafka_pom.read_text()
+    return text.split("<kafka.version>", 1)[1].split("<", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
+    """A real Kafka broker for the whole session (fails the tests, never skips, when unavailable)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield KafkaHandle(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env")
+        return
+    try:
+        source = container_broker() if docker_engine_answers() else None
+        source = source or launcher_broker(tmp_path_factory.mktemp("kafka"))
+        handle = next(source)
+    except Exception as exc:  # any reason at all: say it, and fail
+        pytest.fail(f"no Kafka broker could be had for the integration tests: {exc}", pytrace=False)
+    yield handle
+    for _ in source:
+        pass

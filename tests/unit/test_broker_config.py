@@ -1,0 +1,76 @@
+"""The launcher's pure parts: Java version parsing, node configuration, port checks."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from casebridge.runtime import broker
+
+
+def spec(nodes: int = 1, base_port: int = 9092) -> broker.BrokerSpec:
+    return broker.BrokerSpec(state_dir=Path("/tmp/x"), cache_dir=Path("/tmp/c"),
+                             pom=Path("deploy/kafka/pom.xml"), nodes=nodes, base_port=base_port)
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_402"', 8),
+        ('openjdk version "21" 2023-09-19', 21),
+        ("no version here", None),
+    ],
+)
+def test_java_major_reads_the_major_version(output: str, major: int | None) -> None:
+    """``java -version`` output of old and new formats gives the major version."""
+    assert broker.java_major(output) == major
+
+
+def test_single_node_is_a_combined_kraft_node_on_loopback() -> None:
+    """One node plays broker and controller on 127.0.0.1 with replication 1."""
+    props = dict(line.split("=", 1) for line in broker.server_properties(spec(), 1).splitlines())
+    assert props["process.roles"] == "broker,controller"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093"
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_three_nodes_replicate_three_ways_with_two_in_sync() -> None:
+    """A 3-node cluster votes among all three and keeps min.insync.replicas at 2."""
+    props = dict(line.split("=", 1) for line in broker.server_properties(spec(3), 2).splitlines())
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9094"
+    assert props["default.replication.factor"] == "3"
+    assert props["min.insync.replicas"] == "2"
+    assert props["unclean.leader.election.enable"] == "false"
+
+
+def test_a_taken_port_is_reported_with_its_fix() -> None:
+    """Starting on a port another process holds fails with ``port_taken`` and names --port."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(broker.PortTaken, match="--port") as caught:
+            broker.check_ports(spec(base_port=port))
+    assert caught.value.code == "port_taken"
+
+
+def test_missing_java_is_reported_with_its_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without java on PATH the launcher fails with ``java_missing`` and says what to install."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(broker.JavaMissing, match="JDK 17"):
+        broker.check_java()
+
+
+def test_missing_maven_is_reported_with_its_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With no cached jars and no mvn on PATH the launcher fails with ``maven_missing``."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    pom = tmp_path / "pom.xml"
+    pom.write_text("<project/>")
+    missing = broker.BrokerSpec(state_dir=tmp_path, cache_dir=tmp_path / "cache", pom=pom)
+    with pytest.raises(broker.MavenMissing, match="Maven"):
+        broker.resolve_jars(missing, lambda _: None)
