@@ -1,69 +1,75 @@
-"""``casebridge demo``: the README's main job.
+"""``casebridge demo``: the README's main job — a whole repatriation case on a real broker.
 
-Until the network (nodes, router) exists, the demo starts the local broker (unless
-``KAFKA_BOOTSTRAP_SERVERS`` names one) and proves the round trip a sealed event will take:
-durable produce to a sender's outbox topic, consume from it. It says so when it runs.
+It starts the local broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names one), makes fresh trust
+material under ``$CASEBRIDGE_HOME/demo``, starts the router, the deadline tracker (on a shortened
+clock) and the nodes of TH.MSDHS, TH.RTP, KH.MOSVY, KH.MOI and KH.CWCC as processes, and runs
+the case of ``runtime.scenario``. It exits 0 only if every expected delivery, receipt and
+refusal happened.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import shutil
 import sys
 import time
-import uuid
 from dataclasses import replace
 from typing import Any
 
 from casebridge.cli.broker import progress
-from casebridge.runtime import broker
-from casebridge.runtime.kafka import ensure_topics, new_consumer, new_producer
+from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.settings import Settings
+
+BREACH_AFTER_SECONDS = 15.0
+VERIFICATION_DAYS = 42.0  # 30 working days, in calendar days (about)
 
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("demo", help="start the local broker and run the demonstration")
+    parser = sub.add_parser("demo", help="run a whole cross-border case on a local network")
+    parser.add_argument("--keep", action="store_true", help="leave the network running at the end")
     parser.set_defaults(func=cmd_demo)
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        spec = broker.BrokerSpec(state_dir=settings.broker_dir, cache_dir=settings.kafka_cache,
-                                 pom=settings.kafka_pom)
+        spec = broker.BrokerSpec(
+            state_dir=settings.broker_dir, cache_dir=settings.kafka_cache, pom=settings.kafka_pom
+        )
         settings = replace(settings, bootstrap_servers=broker.start(spec, progress))
-    say(f"Kafka answering at {settings.bootstrap_servers}")
-    say("NOTE: the network (nodes, router) is not built yet: this demo runs the broker smoke flow.")
-    return asyncio.run(smoke_flow(settings))
-
-
-async def smoke_flow(settings: Settings) -> int:
-    topic, case_ref = "cb.out.TH.MSDHS", f"case-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings, [topic])
-    producer = new_producer(settings)
-    await producer.start()
+    home = settings.home / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    settings = replace(settings, home=home)
+    scale = BREACH_AFTER_SECONDS / (VERIFICATION_DAYS * 86400)
+    say(
+        f"Kafka at {settings.bootstrap_servers}; starting router, deadline tracker and "
+        f"{len(scenario.DEMO_NODES)} nodes (logs in {home / 'logs'}) ..."
+    )
     started = time.monotonic()
+    net = localnet.start(settings, scenario.DEMO_NODES, {"CASEBRIDGE_DEADLINE_SCALE": f"{scale:.3e}"})
     try:
-        sent = await producer.send_and_wait(topic, b"smoke", key=case_ref.encode())
+        say(f"network up in {time.monotonic() - started:.1f} s\n")
+        ok = run_all(net)
     finally:
-        await producer.stop()
-    say(f"published to {topic} partition {sent.partition} offset {sent.offset} (acks=all, idempotent)")
-    consumer = new_consumer(settings, topic, group_id=f"demo-{uuid.uuid4().hex[:8]}")
-    await consumer.start()
-    try:
-        async with asyncio.timeout(30):
-            async for record in consumer:
-                if record.key == case_ref.encode():
-                    break
-    except TimeoutError:
-        print("demo FAILED: the record did not come back within 30 s", file=sys.stderr)
-        return 1
-    finally:
-        await consumer.stop()
-    say(f"consumed it back in {1000 * (time.monotonic() - started):.0f} ms: demo OK")
-    return 0
+        if not args.keep:
+            net.stop()
+    say(
+        f"\ndemo {'OK' if ok else 'FAILED'}: every expected delivery, receipt and refusal "
+        f"{'happened' if ok else 'did NOT happen (see above and the logs)'}"
+    )
+    return 0 if ok else 1
+
+
+def run_all(net: localnet.LocalNet) -> bool:
+    schemas = net.world.schemas
+    case_ok, _ = scenario.run_case(net, schemas, say)
+    say("")
+    misdirected_ok = scenario.run_misdirected(net, net.world, say)
+    say("")
+    breach_ok = scenario.run_breach(net, schemas, say)
+    return case_ok and misdirected_ok and breach_ok
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stdout, flush=True)

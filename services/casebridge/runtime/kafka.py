@@ -40,8 +40,9 @@ def new_consumer(
 ) -> AIOKafkaConsumer:
     """A consumer that commits only what it has handled (at-least-once)."""
     config = {**CONSUMER_DEFAULTS, **overrides}
-    return AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_servers,
-                            group_id=group_id, **config)
+    return AIOKafkaConsumer(
+        *topics, bootstrap_servers=settings.bootstrap_servers, group_id=group_id, **config
+    )
 
 
 def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
@@ -66,8 +67,13 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
     return faust.App(app_id, **options)
 
 
-async def ensure_topics(settings: Settings, names: Iterable[str], partitions: int = 3,
-                        replication: int = 1, config: Mapping[str, str] | None = None) -> list[str]:
+async def ensure_topics(
+    settings: Settings,
+    names: Iterable[str],
+    partitions: int = 3,
+    replication: int = 1,
+    config: Mapping[str, str] | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet; the names created (existing ones are left alone)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
@@ -75,9 +81,36 @@ async def ensure_topics(settings: Settings, names: Iterable[str], partitions: in
         existing = set(await admin.list_topics())
         missing = [name for name in dict.fromkeys(names) if name not in existing]
         if missing:
-            topics = [NewTopic(name, partitions, replication, topic_configs=dict(config or {}))
-                      for name in missing]
+            topics = [
+                NewTopic(name, partitions, replication, topic_configs=dict(config or {})) for name in missing
+            ]
             await admin.create_topics(topics)
         return missing
     finally:
         await admin.close()
+
+
+def raw_topic(app: faust.App, *names: str) -> Any:
+    """A faust topic of raw bytes: CaseBridge decodes (and verifies) every record itself."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+class LazyProducer:
+    """One durable producer per faust app, started on first use and stopped with the app."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        app.on_before_shutdown.connect(self._stop)  # type: ignore[arg-type]  # mode types the receiver too narrowly
+
+    async def get(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            producer = new_producer(self.settings)
+            await producer.start()
+            self.producer = producer
+        return self.producer
+
+    async def _stop(self, app: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None

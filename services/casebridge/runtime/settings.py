@@ -22,6 +22,7 @@ class Settings:
     log_format: str = "auto"  # auto (console on a TTY, JSON otherwise), console, json
     log_level: str = "info"
     sasl_password: str = field(default="", repr=False)  # never printed
+    deadline_scale: float = 1.0  # < 1 shortens every deadline clock (demonstrations only)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -36,6 +37,7 @@ class Settings:
             log_format=env.get("CASEBRIDGE_LOG_FORMAT", base.log_format),
             log_level=env.get("CASEBRIDGE_LOG_LEVEL", base.log_level),
             sasl_password=env.get("CASEBRIDGE_SASL_PASSWORD", ""),
+            deadline_scale=float(env.get("CASEBRIDGE_DEADLINE_SCALE", base.deadline_scale)),
         )
 
     @property

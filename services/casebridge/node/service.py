@@ -1,0 +1,258 @@
+"""What a node does with an event, between its HTTP API / inbox topic and its store.
+
+``submit`` checks, routes, seals and queues an event from the hub's case system (the outbox row
+is written before anything is published); ``receive`` verifies and decrypts an inbound envelope,
+stores it once and queues the ``receipt.delivered``; receipts for our own events move their
+status forward. Everything refused is kept, with its code.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from casebridge.core import jsonform, sealing
+from casebridge.core.errors import CaseBridgeError, Malformed, SchemaInvalid
+from casebridge.core.keys import Identity
+from casebridge.core.model import EVENT_TYPES, HANDLING_CODES, CaseState, Header, apply_case_flags
+from casebridge.core.routing import Deliver, route
+from casebridge.node import store
+from casebridge.runtime.world import World
+
+CONSENT_EVENTS = frozenset({"consent.recorded", "consent.withdrawn"})
+RECEIPT_KINDS = {
+    "receipt.delivered": "delivered",
+    "receipt.processed": "processed",
+    "receipt.rejected": "rejected",
+}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    event_id: str
+    status: str  # queued, or rejected
+    code: str | None = None
+    why: str | None = None
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Received:
+    event_id: str | None
+    outcome: str  # stored, duplicate, receipt, quarantined
+    code: str | None = None
+    header: Header | None = None
+
+
+def parse_event(doc: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...], Mapping[str, Any]]:
+    """The (event type, case ref, addressees, payload) of a submitted JSON event, or ``Malformed``."""
+    event_type, case_ref, to = doc.get("event_type"), doc.get("case_ref"), doc.get("to", [])
+    if event_type not in EVENT_TYPES:
+        raise Malformed(f"unknown event_type {event_type!r}")
+    if not isinstance(case_ref, str) or not case_ref:
+        raise Malformed("case_ref must be a non-empty pseudonymous reference")
+    if not isinstance(to, list) or not all(isinstance(x, str) for x in to):
+        raise Malformed("to must be a list of countries or participant ids")
+    payload = doc.get("payload", {})
+    if not isinstance(payload, dict):
+        raise Malformed("payload must be an object of data categories")
+    return event_type, case_ref, tuple(to), payload
+
+
+def draft_header(
+    me: Identity, doc: Mapping[str, Any], now: datetime, head: tuple[int, bytes], known: CaseState
+) -> Header:
+    """The header of a submitted event; other than consent.* events, it tells the case's consent
+    scopes as this node knows them (metadata, so counterparts can check before they send)."""
+    event_type, case_ref, to, _ = parse_event(doc)
+    scopes = doc.get("consent_scopes", ()) if event_type in CONSENT_EVENTS else sorted(known.consent)
+    handling = doc.get("handling_code", "H2")
+    if handling not in HANDLING_CODES:
+        raise Malformed(f"handling_code must be one of {', '.join(HANDLING_CODES)}")
+    return Header(
+        event_id=str(doc.get("event_id") or uuid.uuid4()),
+        event_type=event_type,
+        sender=me.participant,
+        sender_key_id=me.signing_key_id,
+        created_at=now,
+        case_ref=case_ref,
+        to=to,
+        handling_code=handling,
+        correlation_id=doc.get("correlation_id"),
+        sequence=head[0] + 1,
+        prev_hash=head[1],
+        consent_scopes=tuple(scopes),
+        witness_hold=doc.get("witness_hold"),
+    )
+
+
+def case_state_of(conn: sqlite3.Connection, case_ref: str) -> CaseState:
+    saved = store.load_case_state(conn, case_ref)
+    return CaseState(frozenset(saved.get("consent", ())), bool(saved.get("witness_hold", False)))
+
+
+def remember_flags(conn: sqlite3.Connection, header: Header) -> None:
+    """Keep the case's consent and witness-hold flags that this header carries (the router keeps
+    its own table and decides; this is the node's view for its own pre-check)."""
+    state = apply_case_flags(case_state_of(conn, header.case_ref), header)
+    if header.event_type not in CONSENT_EVENTS and header.consent_scopes:
+        state = CaseState(frozenset(header.consent_scopes), state.witness_hold)
+    store.save_case_state(
+        conn, header.case_ref, {"consent": sorted(state.consent), "witness_hold": state.witness_hold}
+    )
+
+
+def submit(
+    world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
+) -> Submitted:
+    """Route, seal and queue one event (one transaction); refusals are kept with their code."""
+    with store.transaction(conn):
+        return queue_event(world, me, conn, doc, now)
+
+
+def queue_event(
+    world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
+) -> Submitted:
+    """``submit`` inside the caller's transaction."""
+    case_ref = parse_event(doc)[1]
+    known = case_state_of(conn, case_ref)
+    header = draft_header(me, doc, now, store.chain_head(conn), known)
+    decision = route(header, world.policy, world.directory, known, now)
+    if not isinstance(decision, Deliver):
+        store.record_refusal(conn, header.event_id, header.case_ref, header.event_type, decision.code, now)
+        return Submitted(header.event_id, "rejected", decision.code, decision.why)
+    header = _with_agreement(header, decision)
+    try:
+        payload = payload_values(world, header.event_type, doc.get("payload", {}))
+        envelope = sealing.seal(
+            header, payload, me, decision.grants, world.directory, now, schemas=world.schemas
+        )
+    except CaseBridgeError as exc:
+        store.record_refusal(conn, header.event_id, header.case_ref, header.event_type, exc.code, now)
+        return Submitted(header.event_id, "rejected", exc.code, exc.why)
+    row = store.OutboxRow(
+        header.event_id,
+        header.sequence,
+        header.case_ref,
+        header.event_type,
+        tuple(sorted(decision.grants)),
+        envelope,
+        "queued",
+        None,
+    )
+    store.append_outbox(conn, row, sealing.envelope_hash(envelope), now)
+    remember_flags(conn, header)
+    return Submitted(header.event_id, "queued", recipients=row.recipients)
+
+
+def payload_values(world: World, event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON payload as Avro values of the event type's payload schema (``SchemaInvalid``)."""
+    name = world.schemas.event_schemas.get(event_type)
+    if name is None:
+        raise SchemaInvalid(f"no payload schema for {event_type}")
+    document = world.schemas.documents[name]
+    result: dict[str, Any] = jsonform.from_json(document, payload, jsonform.collect_names(document, {}))
+    return result
+
+
+def _with_agreement(header: Header, decision: Deliver) -> Header:
+    first = decision.agreements[0] if decision.agreements else (None, None)
+    return Header(**{**header.__dict__, "agreement_id": first[0], "agreement_version": first[1]})
+
+
+def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime) -> Received:
+    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt."""
+    try:
+        opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
+    except CaseBridgeError as exc:
+        store.quarantine(conn, exc.code, exc.why, data, now)
+        return Received(None, "quarantined", exc.code)
+    header = opened.header
+    if header.event_type in RECEIPT_KINDS:
+        operational = opened.payload.get("operational") or {}
+        store.record_receipt(
+            conn,
+            operational.get("for_event_id") or header.correlation_id or "",
+            RECEIPT_KINDS[header.event_type],
+            header.sender,
+            operational.get("code"),
+            now,
+        )
+        return Received(header.event_id, "receipt", header=header)
+    with store.transaction(conn):  # stored and its receipt queued together, or neither
+        if not store.store_inbound(conn, inbound_record(opened), now):
+            return Received(header.event_id, "duplicate", header=header)
+        remember_flags(conn, header)
+        receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
+        queue_event(world, me, conn, receipt, now)
+    return Received(header.event_id, "stored", header=header)
+
+
+def inbound_record(opened: sealing.OpenedEvent) -> dict[str, Any]:
+    h = opened.header
+    return {
+        "event_id": h.event_id,
+        "event_type": h.event_type,
+        "sender": h.sender,
+        "case_ref": h.case_ref,
+        "correlation_id": h.correlation_id,
+        "created_at": h.created_at.isoformat(),
+        "handling_code": h.handling_code,
+        "agreement_id": h.agreement_id,
+        "categories": list(opened.categories),
+        "payload": jsonform.to_json(opened.payload),
+    }
+
+
+def receipt_doc(event_type: str, answered: Header, envelope_hash: bytes, now: datetime) -> dict[str, Any]:
+    return {
+        "event_type": event_type,
+        "case_ref": answered.case_ref,
+        "to": [answered.sender],
+        "correlation_id": answered.event_id,
+        "handling_code": "H0",
+        "payload": {
+            "operational": {"for_event_id": answered.event_id, "envelope_hash": envelope_hash, "at": now}
+        },
+    }
+
+
+def mark_processed(
+    world: World, me: Identity, conn: sqlite3.Connection, event_id: str, now: datetime
+) -> Submitted | None:
+    """The hub handled an inbox event: note it and queue the signed ``receipt.processed``."""
+    with store.transaction(conn):
+        record = store.inbox_record(conn, event_id)
+        if record is None or not store.mark_processed(conn, event_id, now):
+            return None
+        answered = Header(
+            event_id=event_id,
+            event_type=record["event_type"],
+            sender=record["sender"],
+            sender_key_id="",
+            created_at=now,
+            case_ref=record["case_ref"],
+            to=(),
+        )
+        return queue_event(world, me, conn, receipt_doc("receipt.processed", answered, b"", now), now)
+
+
+def status_of(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
+    row = store.outbox_row(conn, event_id)
+    receipts = store.receipts_for(conn, event_id)
+    if row is None:  # not ours, but receipts may name it (e.g. a refused misdirected envelope)
+        return {"event_id": event_id, "status": "unknown", "receipts": receipts} if receipts else None
+    return {
+        "event_id": event_id,
+        "status": row.status,
+        "reason": row.reason,
+        "event_type": row.event_type,
+        "case_ref": row.case_ref,
+        "sequence": row.sequence,
+        "recipients": list(row.recipients),
+        "receipts": receipts,
+    }

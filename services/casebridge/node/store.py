@@ -1,0 +1,235 @@
+"""A node's durable store (SQLite): the outbox it publishes from, the inbox it stores into once.
+
+The outbox row is written, with the sender's chain position, in the same transaction that takes
+the next sequence number; the publisher sends queued rows in sequence order until the broker
+acknowledges them, so a broker outage loses nothing. The inbox's primary key is the event id:
+a duplicate on the wire is stored once (``store_inbound`` says whether it was new).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1), last_sequence INTEGER NOT NULL, last_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id TEXT PRIMARY KEY, sequence INTEGER UNIQUE, case_ref TEXT NOT NULL,
+    event_type TEXT NOT NULL, recipients TEXT NOT NULL, envelope BLOB, status TEXT NOT NULL,
+    reason TEXT, created_at TEXT NOT NULL, published_at TEXT);
+CREATE TABLE IF NOT EXISTS receipts (
+    event_id TEXT NOT NULL, kind TEXT NOT NULL, participant TEXT NOT NULL, reason TEXT,
+    at TEXT NOT NULL, PRIMARY KEY (event_id, kind, participant));
+CREATE TABLE IF NOT EXISTS inbox (
+    event_id TEXT PRIMARY KEY, sender TEXT NOT NULL, event_type TEXT NOT NULL,
+    case_ref TEXT NOT NULL, correlation_id TEXT, received_at TEXT NOT NULL,
+    record TEXT NOT NULL, processed_at TEXT);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, code TEXT NOT NULL, why TEXT NOT NULL,
+    envelope BLOB NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS case_state (case_ref TEXT PRIMARY KEY, state TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    event_id: str
+    sequence: int
+    case_ref: str
+    event_type: str
+    recipients: tuple[str, ...]
+    envelope: bytes | None
+    status: str  # queued, published, delivered, processed, rejected
+    reason: str | None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) a node store; WAL so the API reads while the agent writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    conn.execute("INSERT OR IGNORE INTO chain VALUES (1, 0, x'')")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
+    """The last sequence number and envelope hash of this sender."""
+    row = conn.execute("SELECT last_sequence, last_hash FROM chain WHERE id = 1").fetchone()
+    return int(row[0]), bytes(row[1])
+
+
+def append_outbox(conn: sqlite3.Connection, row: OutboxRow, envelope_hash: bytes, now: datetime) -> None:
+    """Queue a sealed envelope and advance the chain; call inside ``transaction``."""
+    conn.execute(
+        "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        (
+            row.event_id,
+            row.sequence,
+            row.case_ref,
+            row.event_type,
+            json.dumps(row.recipients),
+            row.envelope,
+            row.status,
+            row.reason,
+            now.isoformat(),
+        ),
+    )
+    if row.envelope is not None:
+        conn.execute(
+            "UPDATE chain SET last_sequence = ?, last_hash = ? WHERE id = 1", (row.sequence, envelope_hash)
+        )
+
+
+def record_refusal(
+    conn: sqlite3.Connection, event_id: str, case_ref: str, event_type: str, code: str, now: datetime
+) -> None:
+    """Keep an event the node refused before sealing (nothing is dropped silently)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO outbox VALUES (?, NULL, ?, ?, '[]', NULL, 'rejected', ?, ?, NULL)",
+        (event_id, case_ref, event_type, code, now.isoformat()),
+    )
+
+
+def queued(conn: sqlite3.Connection, limit: int = 500) -> list[OutboxRow]:
+    """Envelopes not yet acknowledged by the broker, in sequence order."""
+    rows = conn.execute(
+        "SELECT event_id, sequence, case_ref, event_type, recipients, envelope, status, reason "
+        "FROM outbox WHERE status = 'queued' ORDER BY sequence LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [_outbox_row(r) for r in rows]
+
+
+def mark_published(conn: sqlite3.Connection, event_id: str, now: datetime) -> None:
+    conn.execute(
+        "UPDATE outbox SET status = 'published', published_at = ? WHERE event_id = ? AND status = 'queued'",
+        (now.isoformat(), event_id),
+    )
+
+
+def outbox_row(conn: sqlite3.Connection, event_id: str) -> OutboxRow | None:
+    row = conn.execute(
+        "SELECT event_id, sequence, case_ref, event_type, recipients, envelope, status, reason "
+        "FROM outbox WHERE event_id = ?",
+        (event_id,),
+    ).fetchone()
+    return _outbox_row(row) if row else None
+
+
+def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
+    return OutboxRow(
+        row[0],
+        row[1] or 0,
+        row[2],
+        row[3],
+        tuple(json.loads(row[4])),
+        bytes(row[5]) if row[5] is not None else None,
+        row[6],
+        row[7],
+    )
+
+
+STATUS_AFTER = {"delivered": "delivered", "processed": "processed", "rejected": "rejected"}
+STATUS_RANK = {"queued": 0, "published": 1, "delivered": 2, "processed": 3, "rejected": 4}
+
+
+def record_receipt(
+    conn: sqlite3.Connection, event_id: str, kind: str, participant: str, reason: str | None, now: datetime
+) -> None:
+    """Note a receipt for one of our events and move its status forward (never back)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?)",
+        (event_id, kind, participant, reason, now.isoformat()),
+    )
+    current = conn.execute("SELECT status FROM outbox WHERE event_id = ?", (event_id,)).fetchone()
+    new = STATUS_AFTER.get(kind)
+    if current and new and STATUS_RANK[new] > STATUS_RANK.get(current[0], 0):
+        conn.execute(
+            "UPDATE outbox SET status = ?, reason = COALESCE(?, reason) WHERE event_id = ?",
+            (new, reason, event_id),
+        )
+
+
+def receipts_for(conn: sqlite3.Connection, event_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT kind, participant, reason, at FROM receipts WHERE event_id = ? ORDER BY at", (event_id,)
+    ).fetchall()
+    return [{"kind": k, "participant": p, "reason": r, "at": a} for k, p, r, a in rows]
+
+
+def store_inbound(conn: sqlite3.Connection, record: Mapping[str, Any], now: datetime) -> bool:
+    """Store a decrypted inbound event once; True when it was new (False: a duplicate)."""
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        (
+            record["event_id"],
+            record["sender"],
+            record["event_type"],
+            record["case_ref"],
+            record.get("correlation_id"),
+            now.isoformat(),
+            json.dumps(record, default=str),
+        ),
+    )
+    return cursor.rowcount == 1
+
+
+def mark_processed(conn: sqlite3.Connection, event_id: str, now: datetime) -> bool:
+    """Mark an inbox event handled by the hub; False if unknown or already processed."""
+    cursor = conn.execute(
+        "UPDATE inbox SET processed_at = ? WHERE event_id = ? AND processed_at IS NULL",
+        (now.isoformat(), event_id),
+    )
+    return cursor.rowcount == 1
+
+
+def inbox_page(conn: sqlite3.Connection, after: str = "", limit: int = 50) -> list[dict[str, Any]]:
+    """Inbox events in arrival order, after the given ``received_at|event_id`` cursor."""
+    rows = conn.execute(
+        "SELECT record, received_at, processed_at FROM inbox WHERE received_at || '|' || event_id > ? "
+        "ORDER BY received_at, event_id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [{**json.loads(r), "received_at": at, "processed_at": done} for r, at, done in rows]
+
+
+def inbox_record(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT record FROM inbox WHERE event_id = ?", (event_id,)).fetchone()
+    return dict(json.loads(row[0])) if row else None
+
+
+def quarantine(conn: sqlite3.Connection, code: str, why: str, envelope: bytes, now: datetime) -> None:
+    """Keep an inbound envelope this node could not accept, with its reject code."""
+    conn.execute(
+        "INSERT INTO quarantine (code, why, envelope, at) VALUES (?, ?, ?, ?)",
+        (code, why, envelope, now.isoformat()),
+    )
+
+
+def load_case_state(conn: sqlite3.Connection, case_ref: str) -> dict[str, Any]:
+    row = conn.execute("SELECT state FROM case_state WHERE case_ref = ?", (case_ref,)).fetchone()
+    return dict(json.loads(row[0])) if row else {}
+
+
+def save_case_state(conn: sqlite3.Connection, case_ref: str, state: Mapping[str, Any]) -> None:
+    conn.execute("INSERT OR REPLACE INTO case_state VALUES (?, ?)", (case_ref, json.dumps(state)))

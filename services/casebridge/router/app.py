@@ -1,0 +1,213 @@
+"""The MOU router: a faust app over every ``cb.out.<participant>`` topic.
+
+The agent only decodes, calls the core (``relay.admit`` / ``relay.decide``), produces and logs.
+At-least-once: the offset of a record is committed only after its deliveries, audit record and
+quarantine record were acknowledged by the broker (acks=all, idempotent producer). State that
+routing needs survives restarts in changelog-backed tables: where each event id was accepted
+(redelivery vs replay), each sender's chain head, each case's consent and witness-hold flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+
+from casebridge.core import relay
+from casebridge.core.model import CaseState, Header
+from casebridge.router import records
+from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
+from casebridge.runtime.logging import get_logger
+from casebridge.runtime.settings import Settings
+from casebridge.runtime.world import World
+
+log = get_logger("casebridge.router")
+
+
+@dataclass
+class Router:
+    """The running router's handles: app, tables, the durable producer and the trust world."""
+
+    app: faust.App
+    settings: Settings
+    world: World
+    seen: Any
+    senders: Any
+    cases: Any
+    producer: LazyProducer
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> Any:
+        producer = await self.producer.get()
+        return await producer.send(topic, value, key=key, headers=headers or [])
+
+
+def create_router(settings: Settings, world: World, app_id: str = "casebridge-router") -> faust.App:
+    """The router app; its agent subscribes to the outbox topic of every directory participant."""
+    app = create_app(settings, app_id, topic_partitions=1)
+    router = Router(
+        app,
+        settings,
+        world,
+        seen=app.Table("router-seen", partitions=1),
+        senders=app.Table("router-senders", partitions=1),
+        cases=app.Table("router-cases", partitions=1),
+        producer=LazyProducer(app, settings),
+    )
+    outboxes = [f"{relay.OUT_PREFIX}{pid}" for pid in sorted(world.directory.participants)]
+    source = raw_topic(app, *outboxes)
+
+    async def route_events(stream: Any) -> AsyncIterator[None]:
+        async for event in stream.events():
+            try:
+                await handle(router, event.message, event.key, event.value)
+            except Exception as exc:  # a fault of ours must not stop the stream nor lose the record
+                await contain(router, event.message, event.key, event.value, exc)
+            yield None
+
+    app.agent(source, name="route")(route_events)
+    return app
+
+
+async def handle(router: Router, message: Any, key: bytes | None, value: bytes) -> None:
+    """One record: decide, deliver or quarantine, audit; then update the tables."""
+    where = relay.Position(message.topic, message.partition, message.offset)
+    now = datetime.now(UTC)
+    ctx = router.world.context(now)
+    verified = relay.admit(value, ctx)
+    if isinstance(verified, relay.Quarantine):
+        await quarantine(router, verified, where, key, value, now)
+        return
+    header = verified.header
+    outcome = relay.decide(
+        verified,
+        key,
+        where,
+        seen_at(router, header),
+        sender_state(router, header),
+        case_state(router, header),
+        ctx,
+    )
+    if isinstance(outcome, relay.Quarantine):
+        await quarantine(router, outcome, where, key, value, now)
+        return
+    await forward(router, outcome, where, value, now)
+
+
+async def forward(
+    router: Router, outcome: relay.Forward, where: relay.Position, value: bytes, now: datetime
+) -> None:
+    header = outcome.header
+    key = header.case_ref.encode()
+    headers = records.cloudevent_headers(header)
+    pending = [await router.send(relay.inbox_topic(r), key, value, headers) for r in outcome.recipients]
+    audit = records.audit_record(
+        router.world.schemas,
+        header,
+        outcome.envelope_hash,
+        where,
+        "delivered",
+        None,
+        outcome.recipients,
+        outcome.flags,
+        now,
+        outcome.decision.agreements[0][0] if outcome.decision.agreements else None,
+    )
+    pending.append(await router.send(records.AUDIT_TOPIC, key, audit))
+    await asyncio.gather(*pending)
+    router.seen[header.event_id] = [where.topic, where.partition, where.offset]
+    router.senders[header.sender] = [outcome.sender_state.sequence, outcome.sender_state.last_hash.hex()]
+    router.cases[header.case_ref] = {
+        "consent": sorted(outcome.case_state.consent),
+        "witness_hold": outcome.case_state.witness_hold,
+    }
+    log.info(
+        "routed",
+        event_id=header.event_id,
+        case_ref=header.case_ref,
+        sender=header.sender,
+        event_type=header.event_type,
+        recipients=list(outcome.recipients),
+        flags=list(outcome.flags),
+        redelivery=outcome.redelivery,
+        outcome="delivered",
+    )
+
+
+async def quarantine(
+    router: Router,
+    outcome: relay.Quarantine,
+    where: relay.Position,
+    key: bytes | None,
+    value: bytes,
+    now: datetime,
+) -> None:
+    header = outcome.header
+    pending = [
+        await router.send(
+            records.QUARANTINE_TOPIC,
+            key,
+            records.quarantine_record(router.world.schemas, outcome, where, value, now),
+        )
+    ]
+    pending.append(
+        await router.send(
+            records.AUDIT_TOPIC,
+            key,
+            records.audit_record(
+                router.world.schemas, header, None, where, "quarantined", outcome.code, (), (), now
+            ),
+        )
+    )
+    if header is not None and header.event_type != "receipt.rejected":
+        receipt = router.world.rejection_receipt(header, outcome.code, outcome.why, now)
+        if receipt is not None:
+            pending.append(
+                await router.send(relay.inbox_topic(header.sender), header.case_ref.encode(), receipt)
+            )
+    await asyncio.gather(*pending)
+    log.warning(
+        "quarantined",
+        code=outcome.code,
+        event_id=header.event_id if header else None,
+        sender=header.sender if header else None,
+        topic=where.topic,
+        offset=where.offset,
+        outcome="quarantined",
+    )
+
+
+async def contain(router: Router, message: Any, key: bytes | None, value: bytes, exc: Exception) -> None:
+    """Keep a record the router failed on in quarantine, so it is neither lost nor retried forever."""
+    where = relay.Position(message.topic, message.partition, message.offset)
+    log.error("router_fault", topic=where.topic, offset=where.offset, error=type(exc).__name__)
+    outcome = relay.Quarantine("malformed", f"the router failed on this record ({type(exc).__name__})")
+    now = datetime.now(UTC)
+    sent = await router.send(
+        records.QUARANTINE_TOPIC,
+        key,
+        records.quarantine_record(router.world.schemas, outcome, where, value, now),
+    )
+    await sent
+
+
+def seen_at(router: Router, header: Header) -> relay.Position | None:
+    value = router.seen.get(header.event_id)
+    return relay.Position(value[0], value[1], value[2]) if value else None
+
+
+def sender_state(router: Router, header: Header) -> relay.SenderState:
+    value = router.senders.get(header.sender)
+    return relay.SenderState(value[0], bytes.fromhex(value[1])) if value else relay.SenderState()
+
+
+def case_state(router: Router, header: Header) -> CaseState:
+    value = router.cases.get(header.case_ref)
+    if not value:
+        return CaseState()
+    return CaseState(frozenset(value["consent"]), bool(value["witness_hold"]))

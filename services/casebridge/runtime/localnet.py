@@ -1,0 +1,172 @@
+"""A whole CaseBridge network on this machine: trust, topics, router, tracker and nodes as processes.
+
+Used by ``casebridge demo`` and the end-to-end integration tests. Each service is a real
+``casebridge … run`` process against a real broker; their logs go to ``<home>/logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from casebridge.runtime.settings import Settings
+from casebridge.runtime.topics import network_topics, sync_topics
+from casebridge.runtime.world import World, bootstrap_network
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int | None = None
+
+
+@dataclass
+class LocalNet:
+    """Handles on the running processes; ``stop`` ends them all."""
+
+    settings: Settings
+    world: World
+    services: dict[str, Service] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+            "CASEBRIDGE_HOME": str(self.settings.home),
+            "CASEBRIDGE_LOG_FORMAT": "json",
+            **(extra or {}),
+        }
+
+    def spawn(
+        self,
+        name: str,
+        args: Sequence[str],
+        port: int | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Service:
+        logs = self.settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        path = logs / f"{name}.log"
+        handle = path.open("ab")
+        self._logs.append(handle)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "casebridge.cli", *args],
+            env=self.env(extra_env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        service = Service(name, process, path, port)
+        self.services[name] = service
+        return service
+
+    def start_node(self, participant: str) -> Service:
+        port = free_port()
+        return self.spawn(participant, ["node", "run", "--as", participant, "--port", str(port)], port)
+
+    def url(self, participant: str, path: str) -> str:
+        port = self.services[participant].port
+        return f"http://127.0.0.1:{port}{path}"
+
+    def call(self, participant: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One HTTP call to a node's API: (status, decoded JSON)."""
+        data = json.dumps(body, default=str).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 - http on loopback only
+            self.url(participant, path),
+            data=data,
+            method=method,
+            headers={"content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        for name, service in self.services.items():
+            while service.port is not None:
+                self.check_alive(name)
+                try:
+                    if self.call(name, "GET", "/health")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} did not answer on /health; see {service.log}")
+                time.sleep(0.3)
+
+    def check_alive(self, name: str) -> None:
+        service = self.services[name]
+        if service.process.poll() is not None:
+            tail = "\n".join(service.log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"{name} exited with {service.process.returncode}:\n{tail}")
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        service = self.services.pop(name)
+        _end(service.process, sig, timeout)
+
+    def stop(self) -> None:
+        for name in list(self.services):
+            self.stop_service(name)
+        for handle in self._logs:
+            handle.close()
+
+
+def _end(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def prepare(settings: Settings) -> World:
+    """Trust material and topics for a fresh local network."""
+    world = bootstrap_network(settings.home, datetime.now(UTC))
+    asyncio.run(sync_topics(settings, network_topics(world.directory.participants)))
+    return world
+
+
+def start(settings: Settings, nodes: Sequence[str], tracker_env: Mapping[str, str] | None = None) -> LocalNet:
+    """Router, deadline tracker and ``nodes``, each its own process, all answering."""
+    net = LocalNet(settings, prepare(settings))
+    try:
+        net.spawn("router", ["router", "run"])
+        net.spawn("deadlines", ["deadlines", "run"], extra_env=tracker_env)
+        for participant in nodes:
+            net.start_node(participant)
+        net.wait_healthy()
+    except BaseException:
+        net.stop()
+        raise
+    return net

@@ -1,0 +1,141 @@
+"""The trust world of a running process: schemas, the verified directory, the signed agreements.
+
+Layout under ``$CASEBRIDGE_HOME/trust``: ``keys/`` (the keystore), ``directory.avro`` (signed by
+the secretariat), ``agreements/<id>.yaml`` + ``<id>.sig.json`` (signed by every signatory).
+``bootstrap_network`` makes all of it for a local network (demo, tests): keys for every
+participant, the directory, and each agreement signed by its signatories' keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from casebridge.core import avro, relay, sealing
+from casebridge.core.agreements import (
+    Agreement,
+    Signature,
+    load_agreements,
+    parse_agreement,
+    sign_agreement,
+    signatures_json,
+)
+from casebridge.core.directory import SECRETARIAT, verify_directory
+from casebridge.core.errors import PolicyError
+from casebridge.core.keys import Identity
+from casebridge.core.model import Directory, Header
+from casebridge.core.routing import Policy, index_agreements
+from casebridge.runtime.keystore import bootstrap_trust, load_default_schemas, load_identity, load_public
+from casebridge.runtime.settings import PROJECT_ROOT
+
+ROUTER = "REG.ROUTER"
+PARTICIPANTS = PROJECT_ROOT / "deploy" / "directory" / "participants.yaml"
+AGREEMENTS = PROJECT_ROOT / "deploy" / "agreements"
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything a node or the router trusts, loaded and verified once at start."""
+
+    trust_dir: Path
+    schemas: avro.SchemaSet
+    directory: Directory
+    policy: Policy
+    agreements: tuple[Agreement, ...]
+    max_age: timedelta = timedelta(days=7)
+
+    @property
+    def keystore(self) -> Path:
+        return self.trust_dir / "keys"
+
+    def identity(self, participant: str) -> Identity:
+        return load_identity(self.keystore, participant)
+
+    def context(self, now: datetime) -> relay.Context:
+        return relay.Context(self.directory, self.policy, self.schemas, now, self.max_age)
+
+    def rejection_receipt(self, refused: Header, code: str, why: str, now: datetime) -> bytes | None:
+        """The router's signed ``receipt.rejected`` to the sender of ``refused``."""
+        if refused.sender not in self.directory.participants:
+            return None
+        header = Header(
+            event_id=str(uuid.uuid4()),
+            event_type="receipt.rejected",
+            sender=ROUTER,
+            sender_key_id="",
+            created_at=now,
+            case_ref=refused.case_ref,
+            to=(refused.sender,),
+            handling_code="H0",
+            correlation_id=refused.event_id,
+        )
+        payload = {
+            "operational": {
+                "for_event_id": refused.event_id,
+                "envelope_hash": b"",
+                "at": now,
+                "code": code,
+                "why": why[:500],
+                "note": None,
+            }
+        }
+        return sealing.seal(
+            header,
+            payload,
+            self.identity(ROUTER),
+            {refused.sender: frozenset({"operational"})},
+            self.directory,
+            now,
+            schemas=self.schemas,
+        )
+
+
+def document_paths(folder: Path) -> list[Path]:
+    """The agreement documents of a folder (``calendars.yaml`` beside them is not one)."""
+    return [p for p in sorted(folder.glob("*.yaml")) if p.name != "calendars.yaml"]
+
+
+def read_text(path: Path) -> str:
+    """Exact file text, no newline translation: these bytes are what the parties sign."""
+    return path.read_bytes().decode("utf-8")
+
+
+def trust_dir(home: Path) -> Path:
+    return home / "trust"
+
+
+def load_world(home: Path, now: datetime) -> World:
+    """Verify the directory against the secretariat's key and load every signed agreement."""
+    folder = trust_dir(home)
+    schemas = load_default_schemas()
+    anchor = load_public(folder / "keys", SECRETARIAT)[-1].signing_public
+    directory = verify_directory(schemas, (folder / "directory.avro").read_bytes(), anchor, now)
+    documents = {p.name: read_text(p) for p in document_paths(folder / "agreements")}
+    signatures = {
+        p.name.removesuffix(".sig.json"): p.read_text() for p in (folder / "agreements").glob("*.sig.json")
+    }
+    loaded = load_agreements(documents, signatures, directory, now)
+    if loaded.errors:
+        raise PolicyError("; ".join(str(e) for e in loaded.errors))
+    return World(folder, schemas, directory, index_agreements(loaded.agreements), loaded.agreements)
+
+
+def bootstrap_network(home: Path, now: datetime, validity: timedelta = timedelta(days=30)) -> World:
+    """Keys, a signed directory and signed agreements for a local network under ``home``."""
+    folder = trust_dir(home)
+    trust = bootstrap_trust(folder, PARTICIPANTS, now, validity)
+    target = folder / "agreements"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in document_paths(AGREEMENTS):
+        text = read_text(source)
+        agreement = parse_agreement(text, source.name)
+        signatures = [sign_as(load_identity(trust.keystore, who), text, now) for who in agreement.signatories]
+        (target / source.name).write_text(text)
+        (target / f"{agreement.id}.sig.json").write_text(signatures_json(agreement, signatures))
+    return replace(load_world(home, now))
+
+
+def sign_as(identity: Identity, text: str, now: datetime) -> Signature:
+    return sign_agreement(text, identity.participant, identity.signing_key_id, identity.signing_key, now)
