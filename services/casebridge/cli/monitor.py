@@ -1,0 +1,79 @@
+"""``casebridge monitor run`` and ``casebridge audit verify|dump``: the secretariat's view."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from casebridge.cli.envelope import default_schemas
+from casebridge.monitor import audit, chains
+from casebridge.runtime.logging import configure_logging
+from casebridge.runtime.settings import Settings
+
+
+def register(sub: Any) -> None:
+    monitor = sub.add_parser("monitor", help="the secretariat's monitor").add_subparsers(
+        dest="action", required=True)
+    run = monitor.add_parser("run", help="run the monitor worker with its web page and /metrics")
+    run.add_argument("--port", type=int, default=8090)
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--bucket-seconds", type=int, default=60, help="width of a time bucket")
+    run.add_argument("--topic", default=audit.AUDIT_TOPIC)
+    run.add_argument("--app-id", default="casebridge-monitor",
+                     help="faust app id and consumer group; give each monitor instance its own")
+    run.set_defaults(func=cmd_monitor_run)
+    group = sub.add_parser("audit", help="the audit stream").add_subparsers(dest="action", required=True)
+    verify = group.add_parser("verify", help="check every sender's hash chain and sequence numbers")
+    verify.add_argument("--file", type=Path, help="a JSON-lines audit file instead of the topic")
+    verify.add_argument("--topic", default=audit.AUDIT_TOPIC)
+    verify.add_argument("--json", action="store_true", help="print the findings as JSON")
+    verify.set_defaults(func=cmd_audit_verify)
+    dump = group.add_parser("dump", help="write the audit topic to a JSON-lines file")
+    dump.add_argument("out", type=Path)
+    dump.add_argument("--topic", default=audit.AUDIT_TOPIC)
+    dump.set_defaults(func=cmd_audit_dump)
+
+
+def cmd_monitor_run(args: argparse.Namespace) -> int:
+    import faust
+
+    from casebridge.monitor.app import create_monitor
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
+    app = create_monitor(settings, default_schemas(settings), args.port,
+                         timedelta(seconds=args.bucket_seconds), args.host, args.topic,
+                         args.app_id)
+    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    return 0
+
+
+def load(args: argparse.Namespace) -> audit.AuditLog:
+    if args.file is not None:
+        return audit.read_file(args.file)
+    settings = Settings.from_env()
+    return asyncio.run(audit.read_topic(settings, default_schemas(settings), args.topic))
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    log = load(args)
+    statuses = chains.check(log.partitions)
+    if args.json:
+        doc = {"undecodable": list(log.undecodable), "chains": [
+            {"sender": s.sender, "status": s.status, "links": s.links, "last_sequence": s.last_sequence,
+             "findings": [vars(f) for f in s.findings]} for s in statuses]}
+        print(json.dumps(doc, indent=1))
+    else:
+        print("\n".join(audit.report(log, statuses) or ["no chained records"]))
+    return audit.verdict(log, statuses)
+
+
+def cmd_audit_dump(args: argparse.Namespace) -> int:
+    log = load(argparse.Namespace(file=None, topic=args.topic))
+    print(f"wrote {audit.write_file(args.out, log)} records to {args.out}"
+          + (f" ({len(log.undecodable)} undecodable skipped)" if log.undecodable else ""))
+    return 0

@@ -1,0 +1,164 @@
+"""Per-sender hash-chain verification over decoded ``cb.audit`` records (pure).
+
+Every sender writes to its own one-partition ``cb.out.<sender>`` topic, so its envelopes form a
+total order: sequence ``n`` sits after ``n - 1`` and carries ``prev_hash`` = the envelope hash of
+``n - 1`` (empty for ``n = 1``). Each audit record names the source position (topic, partition,
+offset) of the envelope it decided on; the checker orders a sender's links by that position and
+reports, with the sender and the position:
+
+- ``gap``: a sequence number below the highest one never appears;
+- ``fork``: two different envelope hashes claim one sequence number;
+- ``reorder``: a sequence number lower than one already seen at an earlier source offset;
+- ``broken_link``: ``prev_hash`` is not the envelope hash of the previous sequence number;
+- ``out_of_order``: within one audit partition (or file) a sender's source offsets go backwards,
+  i.e. the audit log itself was rearranged.
+
+Chain members are delivered and quarantined records of the topic's owner with a sequence >= 1:
+a quarantined record consumed its sender's sequence number, but the router recorded no envelope
+hash for it, so the link after it cannot be checked (it is not reported). Replays (``replay``)
+are re-sent old links already refused; deadline alerts and router receipts are not chained
+(sequence 0). An exact duplicate (same position and hash: the router's at-least-once redelivery)
+is harmless and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Record = Mapping[str, Any]
+OUT_PREFIX = "cb.out."
+CHAINED_OUTCOMES = frozenset({"delivered", "quarantined"})
+SEVERITY = ("fork", "broken_link", "reorder", "out_of_order", "gap")
+
+
+@dataclass(frozen=True)
+class Link:
+    """One envelope of a sender's chain as the audit log saw it."""
+
+    sender: str
+    sequence: int
+    prev_hash: bytes | None
+    envelope_hash: bytes | None  # None when the router quarantined it (no hash recorded)
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one sender's chain, where it was seen."""
+
+    sender: str
+    kind: str  # gap, fork, reorder, broken_link, out_of_order
+    sequence: int
+    position: str  # source position "cb.out.<sender>/<partition>@<offset>" ("" for a gap)
+    detail: str
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    """A sender's chain: ``ok`` or its most severe finding's kind, and every finding."""
+
+    sender: str
+    status: str
+    links: int
+    last_sequence: int
+    findings: tuple[Finding, ...]
+
+
+def link_of(record: Record) -> Link | None:
+    """The chain link an audit record stands for, or None when it is not part of a chain."""
+    sender, sequence, topic = record.get("sender"), record.get("sequence"), record.get("topic")
+    if not sender or not sequence or sequence < 1 or topic != f"{OUT_PREFIX}{sender}":
+        return None
+    if record.get("outcome") not in CHAINED_OUTCOMES or record.get("code") == "replay":
+        return None
+    return Link(sender, int(sequence), record.get("prev_hash"), record.get("envelope_hash"),
+                str(topic), int(record.get("partition") or 0), int(record.get("offset") or 0))
+
+
+def collect(partitions: Iterable[Sequence[Record]]) -> tuple[dict[str, list[Link]], list[Finding]]:
+    """Links per sender (exact duplicates dropped) and the audit-order findings of each partition."""
+    links: dict[str, list[Link]] = {}
+    seen: set[Link] = set()
+    findings: list[Finding] = []
+    for records in partitions:
+        last: dict[str, Link] = {}
+        for link in filter(None, map(link_of, records)):
+            if link in seen:
+                continue
+            seen.add(link)
+            links.setdefault(link.sender, []).append(link)
+            findings += audit_order(last.get(link.sender), link)
+            last[link.sender] = link
+    return links, findings
+
+
+def audit_order(before: Link | None, link: Link) -> list[Finding]:
+    if before is None or (before.partition, before.offset) < (link.partition, link.offset):
+        return []
+    return [Finding(link.sender, "out_of_order", link.sequence, link.position,
+                    f"audit lists offset {link.offset} after offset {before.offset}")]
+
+
+def check_sender(sender: str, links: Sequence[Link]) -> list[Finding]:
+    """Forks, reordering, broken links and gaps of one sender's links (in source order)."""
+    ordered = sorted(links, key=lambda k: (k.partition, k.offset))
+    first: dict[int, Link] = {}
+    findings: list[Finding] = []
+    highest = 0
+    for link in ordered:
+        findings += fork_or_reorder(first.get(link.sequence), link, highest)
+        first.setdefault(link.sequence, link)
+        highest = max(highest, link.sequence)
+    findings += [broken for link in ordered for broken in broken_link(link, first.get(link.sequence - 1))]
+    missing = sorted(set(range(1, highest + 1)) - set(first))
+    findings += [Finding(sender, "gap", n, "", f"sequence {n} never seen") for n in missing]
+    return findings
+
+
+def fork_or_reorder(earlier: Link | None, link: Link, highest: int) -> list[Finding]:
+    if earlier is not None:
+        if None in (earlier.envelope_hash, link.envelope_hash) or earlier.envelope_hash == link.envelope_hash:
+            return []
+        return [Finding(link.sender, "fork", link.sequence, link.position,
+                        f"sequence {link.sequence} also at {earlier.position} with another hash")]
+    if link.sequence < highest:
+        return [Finding(link.sender, "reorder", link.sequence, link.position,
+                        f"sequence {link.sequence} after sequence {highest}")]
+    return []
+
+
+def broken_link(link: Link, previous: Link | None) -> list[Finding]:
+    """``prev_hash`` must be empty for sequence 1 and the previous envelope's hash after it."""
+    if link.sequence == 1:
+        expected: bytes | None = b""
+    else:
+        expected = previous.envelope_hash if previous is not None else None
+    if expected is None or (link.prev_hash or b"") == expected:
+        return []
+    return [Finding(link.sender, "broken_link", link.sequence, link.position,
+                    f"prev_hash does not match the hash of sequence {link.sequence - 1}")]
+
+
+def check(partitions: Iterable[Sequence[Record]]) -> tuple[ChainStatus, ...]:
+    """The chain status of every sender, from audit records grouped by audit partition (read order)."""
+    links, order_findings = collect(partitions)
+    result = []
+    for sender in sorted(links):
+        findings = [f for f in order_findings if f.sender == sender] + check_sender(sender, links[sender])
+        result.append(status_of(sender, links[sender], findings))
+    return tuple(result)
+
+
+def status_of(sender: str, links: Sequence[Link], findings: Sequence[Finding]) -> ChainStatus:
+    kinds = {f.kind for f in findings}
+    status = next((kind for kind in SEVERITY if kind in kinds), "ok")
+    ordered = tuple(sorted(findings, key=lambda f: (f.sequence, SEVERITY.index(f.kind))))
+    return ChainStatus(sender, status, len(links), max(k.sequence for k in links), ordered)

@@ -1,0 +1,171 @@
+"""``casebridge audit verify``: every sender's hash chain and sequence numbers, from audit records."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casebridge.cli import monitor as monitor_cli
+from casebridge.core import avro
+from casebridge.monitor import audit, chains, synthetic
+from casebridge.runtime.keystore import load_default_schemas
+
+START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def chain(n: int = 5, sender: str = "TH.MSDHS") -> list[dict[str, Any]]:
+    """``n`` delivered links of one sender, in source order."""
+    w = synthetic.Writer(START)
+    for i in range(n):
+        w.event(sender, "referral.sent", ("KH.MOSVY",), i)
+    return w.records
+
+
+def status(records: list[dict[str, Any]], sender: str = "TH.MSDHS") -> chains.ChainStatus:
+    return next(s for s in chains.check([records]) if s.sender == sender)
+
+
+def kinds(s: chains.ChainStatus) -> list[tuple[str, int]]:
+    return [(f.kind, f.sequence) for f in s.findings]
+
+
+def test_an_intact_chain_is_ok() -> None:
+    """Five links in order, each naming its predecessor's hash, verify with no finding."""
+    s = status(chain())
+    assert (s.status, s.links, s.last_sequence, s.findings) == ("ok", 5, 5, ())
+
+
+def test_a_removed_record_is_a_gap_at_its_sequence() -> None:
+    """Dropping sequence 3 is reported as a gap at 3 (the link after it cannot be checked)."""
+    records = chain()
+    del records[2]
+    assert kinds(status(records)) == [("gap", 3)]
+
+
+def test_a_reordered_record_is_reported_with_its_position() -> None:
+    """Sequence 3 published after sequence 4 (a later source offset) is a reorder at 3, at its position."""
+    records = chain()
+    records[2]["offset"], records[3]["offset"] = records[3]["offset"], records[2]["offset"]
+    records[2], records[3] = records[3], records[2]  # the router audits in source order
+    s = status(records)
+    assert s.status == "reorder"
+    assert [(f.kind, f.sequence, f.position) for f in s.findings] == [("reorder", 3, "cb.out.TH.MSDHS/0@3")]
+
+
+def test_records_rearranged_in_the_audit_log_are_out_of_order() -> None:
+    """Swapping two lines of the audit log puts a sender's source offsets backwards: out_of_order."""
+    records = chain()
+    records[1], records[2] = records[2], records[1]
+    assert kinds(status(records)) == [("out_of_order", 2)]
+
+
+def test_a_forged_envelope_hash_breaks_the_next_link() -> None:
+    """An altered envelope hash at 2 no longer matches the prev_hash of 3: a broken link at 3."""
+    records = chain()
+    records[1]["envelope_hash"] = bytes(32)
+    assert kinds(status(records)) == [("broken_link", 3)]
+
+
+def test_a_forged_prev_hash_is_a_broken_link_at_that_record() -> None:
+    """An altered prev_hash at 4 does not name the hash of 3: a broken link at 4."""
+    records = chain()
+    records[3]["prev_hash"] = b"\x01" * 32
+    assert kinds(status(records)) == [("broken_link", 4)]
+
+
+def test_a_first_link_with_a_predecessor_is_broken() -> None:
+    """Sequence 1 must carry an empty prev_hash."""
+    records = chain(2)
+    records[0]["prev_hash"] = b"\x02" * 32
+    assert kinds(status(records)) == [("broken_link", 1)]
+
+
+def test_two_hashes_at_one_sequence_are_a_fork() -> None:
+    """A second envelope claiming sequence 2 with another hash is a fork at 2."""
+    records = chain(3)
+    twin = dict(records[1], envelope_hash=b"\x03" * 32, offset=7, event_id="ev-twin")
+    s = status([*records, twin])
+    assert s.status == "fork"
+    assert ("fork", 2) in kinds(s)
+
+
+def test_redeliveries_replays_and_unchained_records_are_not_findings() -> None:
+    """A router redelivery, a refused replay, deadline alerts and unverifiable records pass."""
+    w = synthetic.Writer(START)
+    first = w.event("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 0)
+    w.event("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 1)
+    replay = dict(first, outcome="quarantined", code="replay", envelope_hash=None, offset=9)
+    w.alert("sla.breached", first, ("KH.MOI",), 5)
+    w.unverifiable("cb.out.TH.MSDHS", "bad_signature", 6)
+    records = [*w.records, dict(first), replay]
+    assert [(s.sender, s.status, s.links) for s in chains.check([records])] == [("TH.MSDHS", "ok", 2)]
+
+
+def test_a_quarantined_link_keeps_its_sequence_number() -> None:
+    """A refused record consumed its sequence: no gap, and the link after it is not reported broken."""
+    w = synthetic.Writer(START)
+    w.event("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 0)
+    w.event("TH.MSDHS", "origin.notified", ("KH.MOSVY",), 1, code="consent_missing")
+    w.event("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 2)
+    assert status(w.records).findings == ()
+
+
+def test_chains_are_checked_per_sender_across_audit_partitions() -> None:
+    """A sender's links split over audit partitions still form one chain; other senders are apart."""
+    records = chain(4) + chain(2, "KH.MOSVY")
+    statuses = chains.check([records[0::2], records[1::2]])
+    assert [(s.sender, s.status, s.links) for s in statuses] == [("KH.MOSVY", "ok", 2), ("TH.MSDHS", "ok", 4)]
+
+
+def test_a_file_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    """Records written as JSON lines read back equal, bytes and times included."""
+    records = synthetic.demo_flow(START)
+    path = tmp_path / "audit.jsonl"
+    assert audit.write_file(path, audit.AuditLog((tuple(records),), ())) == len(records)
+    assert audit.read_file(path).partitions == (tuple(records),)
+
+
+def test_topic_values_are_decoded_with_the_audit_schema() -> None:
+    """Single-object encoded audit records decode per partition; a foreign value is undecodable."""
+    schemas = load_default_schemas()
+    values = [avro.encode(schemas, audit.AUDIT, r) for r in synthetic.demo_flow(START)]
+    log = audit.decode_all(schemas, [(0, 0, values[0]), (1, 0, values[1]), (1, 1, b"junk")])
+    assert [len(p) for p in log.partitions] == [1, 1]
+    assert log.undecodable == ("1@1: malformed",)
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    monitor_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+@pytest.mark.parametrize(("tamper", "exit_code", "expected"), [
+    (lambda rs: None, 0, "TH.MSDHS: ok (5 links, last sequence 5)"),
+    (lambda rs: rs.pop(2), 1, "gap at sequence 3"),
+    (lambda rs: rs[1].update(envelope_hash=bytes(32)), 1, "broken_link at sequence 3 cb.out.TH.MSDHS/0@2"),
+])
+def test_the_command_exits_1_on_any_finding(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             tamper: Any, exit_code: int, expected: str) -> None:
+    """``audit verify --file`` prints each sender and finding and exits 0 only when all is clean."""
+    records = chain()
+    tamper(records)
+    path = tmp_path / "audit.jsonl"
+    audit.write_file(path, audit.AuditLog((tuple(records),), ()))
+    assert run_cli(["audit", "verify", "--file", str(path)]) == exit_code
+    assert expected in capsys.readouterr().out
+
+
+def test_an_unreadable_line_fails_verification(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A line that is not an audit record is reported and makes the check fail."""
+    path = tmp_path / "audit.jsonl"
+    audit.write_file(path, audit.AuditLog((tuple(chain(2)),), ()))
+    path.write_text(path.read_text() + "not json\n")
+    assert run_cli(["audit", "verify", "--file", str(path), "--json"]) == 1
+    assert '"line 3: JSONDecodeError"' in capsys.readouterr().out
