@@ -8,7 +8,6 @@ none can be had, every test that asked for Kafka fails with the reason.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -35,13 +34,8 @@ class KafkaHandle:
         return Settings(bootstrap_servers=self.bootstrap)
 
 
-def free_base_port(host: str = "127.0.0.1", ports_needed: int = 2) -> int:
-    """A port p such that p .. p+ports_needed-1 are all free on loopback."""
-    for _ in range(200):
-        base = random.randrange(20000, 40000, 2)  # noqa: S311 - a port, not a secret
-        if all(broker.port_free(host, base + i) for i in range(ports_needed)):
-            return base
-    raise RuntimeError("no free loopback port pair found in 20000-40000")
+def free_base_port() -> int:
+    return broker.free_base_port()
 
 
 def docker_engine_answers() -> bool:
@@ -54,8 +48,12 @@ def docker_engine_answers() -> bool:
 
 def launcher_broker(state_dir: Path) -> Iterator[KafkaHandle]:
     settings = Settings.from_env()
-    spec = broker.BrokerSpec(state_dir=state_dir, cache_dir=settings.kafka_cache,
-                             pom=settings.kafka_pom, base_port=free_base_port())
+    spec = broker.BrokerSpec(
+        state_dir=state_dir,
+        cache_dir=settings.kafka_cache,
+        pom=settings.kafka_pom,
+        base_port=free_base_port(),
+    )
     bootstrap = broker.start(spec, lambda msg: print(f"[kafka] {msg}", file=sys.stderr))
     try:
         yield KafkaHandle(bootstrap, "launcher", spec)

@@ -81,25 +81,51 @@ def test_the_router_refuses_a_misdirected_envelope(net: localnet.LocalNet) -> No
 
 def header(**fields: Any) -> Header:
     base: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()), "event_type": "return_plan.proposed", "sender": "TH.MSDHS",
-        "sender_key_id": "", "created_at": datetime.now(UTC),
-        "case_ref": f"CB-T-{uuid.uuid4().hex[:8]}", "to": ("KH",), "sequence": 0,
+        "event_id": str(uuid.uuid4()),
+        "event_type": "return_plan.proposed",
+        "sender": "TH.MSDHS",
+        "sender_key_id": "",
+        "created_at": datetime.now(UTC),
+        "case_ref": f"CB-T-{uuid.uuid4().hex[:8]}",
+        "to": ("KH",),
+        "sequence": 0,
     }
     return Header(**{**base, **fields})
 
 
-PLAN = {"operational": {"plan_ref": "RP-T", "window_start": datetime.now(UTC).date(),
-                        "window_end": datetime.now(UTC).date(), "checkpoint": "Poipet",
-                        "receiving_agency": None, "transit_centre": None, "note": None}}
-ORIGIN = {"operational": {"identified_at": datetime.now(UTC), "host_country": "TH", "shelter": None,
-                          "note": None}}
+PLAN = {
+    "operational": {
+        "plan_ref": "RP-T",
+        "window_start": datetime.now(UTC).date(),
+        "window_end": datetime.now(UTC).date(),
+        "checkpoint": "Poipet",
+        "receiving_agency": None,
+        "transit_centre": None,
+        "note": None,
+    }
+}
+ORIGIN = {
+    "operational": {"identified_at": datetime.now(UTC), "host_country": "TH", "shelter": None, "note": None}
+}
 
 
-def seal(net: localnet.LocalNet, head: Header, payload: dict[str, Any],
-         grants: dict[str, frozenset[str]] | None = None, signer: str = "TH.MSDHS") -> bytes:
+def seal(
+    net: localnet.LocalNet,
+    head: Header,
+    payload: dict[str, Any],
+    grants: dict[str, frozenset[str]] | None = None,
+    signer: str = "TH.MSDHS",
+) -> bytes:
     identity = net.world.identity(signer)
-    return sealing.seal(head, payload, identity, grants or {"KH.MOSVY": frozenset({"operational"})},
-                        net.world.directory, datetime.now(UTC), schemas=net.world.schemas)
+    return sealing.seal(
+        head,
+        payload,
+        identity,
+        grants or {"KH.MOSVY": frozenset({"operational"})},
+        net.world.directory,
+        datetime.now(UTC),
+        schemas=net.world.schemas,
+    )
 
 
 def forged(net: localnet.LocalNet, head: Header) -> bytes:
@@ -132,11 +158,18 @@ CASES: list[tuple[str, str, Any, bool]] = [
     ("unknown_key", "TH.MSDHS", unknown_key, False),
     ("sender_topic_mismatch", "TH.RTP", lambda n, h: seal(n, h, PLAN), True),
     ("no_agreement", "TH.MSDHS", lambda n, h: seal(n, replace(h, to=("TH",)), PLAN), True),
-    ("consent_missing", "TH.MSDHS",
-     lambda n, h: seal(n, replace(h, event_type="origin.notified"), ORIGIN), True),
-    ("recipient_not_permitted", "TH.MSDHS",
-     lambda n, h: seal(n, replace(h, to=("KH.CCPCR",)), PLAN, {"KH.CCPCR": frozenset({"operational"})}),
-     True),
+    (
+        "consent_missing",
+        "TH.MSDHS",
+        lambda n, h: seal(n, replace(h, event_type="origin.notified"), ORIGIN),
+        True,
+    ),
+    (
+        "recipient_not_permitted",
+        "TH.MSDHS",
+        lambda n, h: seal(n, replace(h, to=("KH.CCPCR",)), PLAN, {"KH.CCPCR": frozenset({"operational"})}),
+        True,
+    ),
 ]
 
 
@@ -150,8 +183,9 @@ async def publish(settings: Settings, topic: str, key: bytes, *values: bytes) ->
         await producer.stop()
 
 
-async def quarantined(settings: Settings, schemas: avro.SchemaSet, count: int, timeout: float = 60.0
-                      ) -> list[dict[str, Any]]:
+async def quarantined(
+    settings: Settings, schemas: avro.SchemaSet, count: int, timeout: float = 60.0
+) -> list[dict[str, Any]]:
     consumer = new_consumer(settings, records.QUARANTINE_TOPIC, group_id=None)
     await consumer.start()
     found: list[dict[str, Any]] = []
@@ -159,8 +193,11 @@ async def quarantined(settings: Settings, schemas: avro.SchemaSet, count: int, t
         async with asyncio.timeout(timeout):
             while len(found) < count:
                 batch = await consumer.getmany(timeout_ms=500)
-                found += [avro.decode(schemas, m.value, records.QUARANTINED)
-                          for msgs in batch.values() for m in msgs]
+                found += [
+                    avro.decode(schemas, m.value, records.QUARANTINED)
+                    for msgs in batch.values()
+                    for m in msgs
+                ]
     except TimeoutError:
         pass
     finally:
@@ -168,22 +205,33 @@ async def quarantined(settings: Settings, schemas: avro.SchemaSet, count: int, t
     return found
 
 
-@pytest.mark.parametrize(("code", "owner", "make", "receipt"), CASES,
-                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_each_reject_code_lands_in_quarantine(net: localnet.LocalNet, code: str, owner: str, make: Any,
-                                              receipt: bool) -> None:
+@pytest.mark.parametrize(
+    ("code", "owner", "make", "receipt"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
+def test_each_reject_code_lands_in_quarantine(
+    net: localnet.LocalNet, code: str, owner: str, make: Any, receipt: bool
+) -> None:
     """A bad record is kept in cb.quarantine with its stable code; a verified sender gets a receipt."""
     head = header()
     data = make(net, head)
     asyncio.run(publish(net.settings, f"cb.out.{owner}", head.case_ref.encode(), data))
     mine: list[dict[str, Any]] = []
-    assert scenario.wait_for(lambda: bool(mine.extend(
-        q for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
-        if q["original"] == data) or mine), 60)
+    assert scenario.wait_for(
+        lambda: bool(
+            mine.extend(
+                q
+                for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
+                if q["original"] == data
+            )
+            or mine
+        ),
+        60,
+    )
     assert mine[0]["code"] == code
     if receipt:
         assert scenario.wait_for(
-            lambda: "REG.ROUTER" in scenario.receipts_from(net, "TH.MSDHS", head.event_id, "rejected"), 30)
+            lambda: "REG.ROUTER" in scenario.receipts_from(net, "TH.MSDHS", head.event_id, "rejected"), 30
+        )
 
 
 def test_a_replayed_envelope_is_quarantined_and_the_stream_keeps_flowing(net: localnet.LocalNet) -> None:
@@ -192,9 +240,17 @@ def test_a_replayed_envelope_is_quarantined_and_the_stream_keeps_flowing(net: lo
     data = seal(net, head, PLAN)
     asyncio.run(publish(net.settings, "cb.out.TH.MSDHS", head.case_ref.encode(), data, data))
     found: list[dict[str, Any]] = []
-    assert scenario.wait_for(lambda: bool(found.extend(
-        q for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
-        if q["original"] == data and q["code"] == "replay") or found), 60)
+    assert scenario.wait_for(
+        lambda: bool(
+            found.extend(
+                q
+                for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
+                if q["original"] == data and q["code"] == "replay"
+            )
+            or found
+        ),
+        60,
+    )
     stored = scenario.inbox(net, "KH.MOSVY")
     assert sum(e["event_id"] == head.event_id for e in stored) == 1
     ok, _ = scenario.run_case(net, net.world.schemas, say)  # the stream still flows
@@ -206,15 +262,18 @@ def test_a_duplicate_on_the_wire_is_stored_once(net: localnet.LocalNet) -> None:
     head = header()
     data = seal(net, head, PLAN)
     asyncio.run(publish(net.settings, "cb.in.KH.MOSVY", head.case_ref.encode(), data, data, data))
-    assert scenario.wait_for(lambda: any(e["event_id"] == head.event_id
-                                         for e in scenario.inbox(net, "KH.MOSVY")), 30)
+    assert scenario.wait_for(
+        lambda: any(e["event_id"] == head.event_id for e in scenario.inbox(net, "KH.MOSVY")), 30
+    )
     follow = header(case_ref=head.case_ref)  # same partition: handled after the duplicates
     asyncio.run(publish(net.settings, "cb.in.KH.MOSVY", head.case_ref.encode(), seal(net, follow, PLAN)))
-    assert scenario.wait_for(lambda: any(e["event_id"] == follow.event_id
-                                         for e in scenario.inbox(net, "KH.MOSVY")), 30)
+    assert scenario.wait_for(
+        lambda: any(e["event_id"] == follow.event_id for e in scenario.inbox(net, "KH.MOSVY")), 30
+    )
     assert sum(e["event_id"] == head.event_id for e in scenario.inbox(net, "KH.MOSVY")) == 1
     assert scenario.wait_for(
-        lambda: scenario.receipts_from(net, "TH.MSDHS", head.event_id, "delivered") == {"KH.MOSVY"}, 30)
+        lambda: scenario.receipts_from(net, "TH.MSDHS", head.event_id, "delivered") == {"KH.MOSVY"}, 30
+    )
 
 
 def test_a_router_killed_mid_stream_loses_nothing(net: localnet.LocalNet) -> None:
@@ -225,14 +284,25 @@ def test_a_router_killed_mid_stream_loses_nothing(net: localnet.LocalNet) -> Non
             net.stop_service("router", signal.SIGKILL)
         if n == 20:
             net.spawn("router", ["router", "run"])
-        doc = {"event_type": "return_plan.proposed", "case_ref": f"CB-K-{n % 4}", "to": ["KH"],
-               "payload": {"operational": {"plan_ref": f"RP-{n}", "window_start": "2026-12-01",
-                                           "window_end": "2026-12-09", "checkpoint": "Poipet"}}}
+        doc = {
+            "event_type": "return_plan.proposed",
+            "case_ref": f"CB-K-{n % 4}",
+            "to": ["KH"],
+            "payload": {
+                "operational": {
+                    "plan_ref": f"RP-{n}",
+                    "window_start": "2026-12-01",
+                    "window_end": "2026-12-09",
+                    "checkpoint": "Poipet",
+                }
+            },
+        }
         status, body = net.call("TH.MSDHS", "POST", "/events", doc)
         assert status == 202, body
         sent.append(body["event_id"])
-    assert scenario.wait_for(lambda: set(sent) <= {e["event_id"] for e in scenario.inbox(net, "KH.MOSVY")},
-                             120)
+    assert scenario.wait_for(
+        lambda: set(sent) <= {e["event_id"] for e in scenario.inbox(net, "KH.MOSVY")}, 120
+    )
     stored = [e["event_id"] for e in scenario.inbox(net, "KH.MOSVY") if e["event_id"] in set(sent)]
     assert sorted(stored) == sorted(sent)
     by_case: dict[str, list[str]] = {}
@@ -262,8 +332,11 @@ async def all_topic_bytes(settings: Settings) -> bytes:
         async with asyncio.timeout(120):
             while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
                 batch = await consumer.getmany(timeout_ms=1000)
-                chunks += [(m.key or b"") + (m.value or b"") + b"".join(v for _, v in m.headers)
-                           for msgs in batch.values() for m in msgs]
+                chunks += [
+                    (m.key or b"") + (m.value or b"") + b"".join(v for _, v in m.headers)
+                    for msgs in batch.values()
+                    for m in msgs
+                ]
         return b"".join(chunks)
     finally:
         await consumer.stop()
@@ -279,7 +352,13 @@ def test_no_personal_data_in_topic_bytes_broker_files_or_logs(net: localnet.Loca
     places |= {str(p): p.read_bytes() for p in (net.settings.home / "logs").glob("*.log")}
     broker_dir: Path | None = getattr(net, "broker_dir", None)
     if broker_dir is not None:
-        places |= {str(p): p.read_bytes() for p in broker_dir.rglob("*") if p.is_file() and p.suffix == ".log"}
-    leaks = [(where, canary) for where, blob in places.items() for canary in scenario.CANARIES
-             if canary.encode() in blob]
+        places |= {
+            str(p): p.read_bytes() for p in broker_dir.rglob("*") if p.is_file() and p.suffix == ".log"
+        }
+    leaks = [
+        (where, canary)
+        for where, blob in places.items()
+        for canary in scenario.CANARIES
+        if canary.encode() in blob
+    ]
     assert leaks == []

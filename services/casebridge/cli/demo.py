@@ -1,6 +1,7 @@
 """``casebridge demo``: the README's main job — a whole repatriation case on a real broker.
 
-It starts the local broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names one), makes fresh trust
+It starts a fresh broker of its own on free loopback ports (unless ``KAFKA_BOOTSTRAP_SERVERS``
+names one: then the topics may hold earlier runs, which the monitor's figures count), makes fresh trust
 material under ``$CASEBRIDGE_HOME/demo``, starts the router, the deadline tracker (on a shortened
 clock) and the nodes of TH.MSDHS, TH.RTP, KH.MOSVY, KH.MOI and KH.CWCC as processes, and runs
 the case of ``runtime.scenario``. It exits 0 only if every expected delivery, receipt and
@@ -10,14 +11,18 @@ refusal happened.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import sys
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from casebridge.cli.broker import progress
+from casebridge.monitor import view
+from casebridge.monitor.app import figures_from_topic
 from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.settings import Settings
 
@@ -33,10 +38,16 @@ def register(sub: Any) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    spec = None
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        spec = broker.BrokerSpec(
-            state_dir=settings.broker_dir, cache_dir=settings.kafka_cache, pom=settings.kafka_pom
+        spec = broker.BrokerSpec(  # a broker of its own, on free ports: the demo starts from empty topics
+            state_dir=settings.home / "demo-broker",
+            cache_dir=settings.kafka_cache,
+            pom=settings.kafka_pom,
+            base_port=broker.free_base_port(),
         )
+        broker.stop(spec, progress)
+        shutil.rmtree(spec.state_dir, ignore_errors=True)
         settings = replace(settings, bootstrap_servers=broker.start(spec, progress))
     home = settings.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
@@ -51,9 +62,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         say(f"network up in {time.monotonic() - started:.1f} s\n")
         ok = run_all(net)
+        show_monitor(net, args.keep)
     finally:
         if not args.keep:
             net.stop()
+            if spec is not None:
+                broker.stop(spec, progress)
     say(
         f"\ndemo {'OK' if ok else 'FAILED'}: every expected delivery, receipt and refusal "
         f"{'happened' if ok else 'did NOT happen (see above and the logs)'}"
@@ -69,6 +83,16 @@ def run_all(net: localnet.LocalNet) -> bool:
     say("")
     breach_ok = scenario.run_breach(net, schemas, say)
     return case_ok and misdirected_ok and breach_ok
+
+
+def show_monitor(net: localnet.LocalNet, keep: bool) -> None:
+    """The secretariat's view of what just happened: metadata only."""
+    figures = asyncio.run(figures_from_topic(net.settings, net.world.schemas, datetime.now(UTC)))
+    say("\nThe secretariat's monitor (metadata only):")
+    for line in view.summary(figures):
+        say(f"  {line}")
+    url = net.url("monitor", "/")
+    say(f"  monitor page: {url}" + ("" if keep else "  (run `casebridge demo --keep` to keep it up)"))
 
 
 def say(message: str) -> None:

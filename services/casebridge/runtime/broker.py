@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -273,6 +274,15 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_base_port(host: str = "127.0.0.1", nodes: int = 1) -> int:
+    """A port p such that p .. p + 2*nodes - 1 are all free on loopback (for tests and the demo)."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 2)  # noqa: S311 - a port, not a secret
+        if all(port_free(host, base + i) for i in range(2 * nodes)):
+            return base
+    raise PortTaken(f"no free run of {2 * nodes} loopback ports in 20000-40000")
 
 
 def check_ports(spec: BrokerSpec) -> None:

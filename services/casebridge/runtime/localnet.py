@@ -163,6 +163,8 @@ def start(settings: Settings, nodes: Sequence[str], tracker_env: Mapping[str, st
     try:
         net.spawn("router", ["router", "run"])
         net.spawn("deadlines", ["deadlines", "run"], extra_env=tracker_env)
+        port = free_port()
+        net.spawn("monitor", ["monitor", "run", "--port", str(port)], port)
         for participant in nodes:
             net.start_node(participant)
         net.wait_healthy()
