@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from casebridge.core import jsonform, sealing
+from casebridge.core import handover, jsonform, sealing
 from casebridge.core.errors import CaseBridgeError, Malformed, SchemaInvalid
 from casebridge.core.keys import Identity
 from casebridge.core.model import EVENT_TYPES, HANDLING_CODES, CaseState, Header, apply_case_flags
@@ -168,6 +168,7 @@ def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, n
     """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt."""
     try:
         opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
+        check_content(world, opened)
     except CaseBridgeError as exc:
         store.quarantine(conn, exc.code, exc.why, data, now)
         return Received(None, "quarantined", exc.code)
@@ -190,6 +191,13 @@ def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, n
         receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
         queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)
+
+
+def check_content(world: World, opened: sealing.OpenedEvent) -> None:
+    """Checks on what only a recipient can read: both officials' signatures of a handover."""
+    operational = opened.payload.get("operational")
+    if opened.header.event_type == handover.EVENT_TYPE and operational is not None:
+        handover.check_attestations(world.schemas, operational)
 
 
 def inbound_record(opened: sealing.OpenedEvent) -> dict[str, Any]:

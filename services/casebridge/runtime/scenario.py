@@ -56,6 +56,7 @@ class Context:
     case_ref: str
     ids: dict[str, str]
     schemas: avro.SchemaSet
+    sent: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)  # (type, sender, recipients)
 
 
 @dataclass
@@ -333,6 +334,7 @@ def run_step(net: LocalNet, step: Step, ctx: Context, say: Say, timeout: float) 
         return False
     event_id = body["event_id"]
     ctx.ids[step.label or event_id] = event_id
+    ctx.sent.append((step.event_type, step.actor, tuple(body["recipients"])))
     got = wait_for(lambda: set(step.expect) <= receipts_from(net, step.actor, event_id, "delivered"), timeout)
     receipts = sorted(receipts_from(net, step.actor, event_id, "delivered"))
     say(
@@ -365,9 +367,10 @@ def run_case(net: LocalNet, schemas: avro.SchemaSet, say: Say, timeout: float = 
     return True, ctx
 
 
-def run_breach(net: LocalNet, schemas: avro.SchemaSet, say: Say, timeout: float = 90.0) -> bool:
+def run_breach(net: LocalNet, schemas: avro.SchemaSet, say: Say, timeout: float = 90.0,
+               ctx: Context | None = None) -> bool:
     """A verification request nobody answers: the tracker's shortened clock raises sla.breached."""
-    ctx = Context(f"CB-TH-{uuid.uuid4().hex[:8]}", {}, schemas)
+    ctx = ctx or Context(f"CB-TH-{uuid.uuid4().hex[:8]}", {}, schemas)
     say(f"case {ctx.case_ref}: a nationality verification request left unanswered (shortened clock)")
     ok = run_step(net, steps()[0], ctx, say, timeout) and run_step(net, steps()[2], ctx, say, timeout)
     breached = wait_for(

@@ -1,0 +1,48 @@
+"""The topics of a network (``casebridge.runtime.topics.network_topics``)."""
+
+from __future__ import annotations
+
+from casebridge.runtime.topics import TopicSpec, network_topics
+
+SHARED = {
+    "cb.audit": TopicSpec("cb.audit", 3),
+    "cb.quarantine": TopicSpec("cb.quarantine", 3),
+    "cb.deadlines.tick": TopicSpec("cb.deadlines.tick", 3),
+    "cb.directory": TopicSpec("cb.directory", 1, compacted=True),
+    "cb.agreements": TopicSpec("cb.agreements", 1, compacted=True),
+}
+
+
+def test_each_participant_has_a_one_partition_outbox_and_a_keyed_inbox() -> None:
+    """cb.out.P has one partition (the sender's chain is a total order), cb.in.P three by default."""
+    specs = {s.name: s for s in network_topics(["TH.MSDHS", "KH.MOSVY"])}
+    for pid in ("TH.MSDHS", "KH.MOSVY"):
+        assert specs[f"cb.out.{pid}"] == TopicSpec(f"cb.out.{pid}", 1)
+        assert specs[f"cb.in.{pid}"] == TopicSpec(f"cb.in.{pid}", 3)
+
+
+def test_shared_topics_and_compaction() -> None:
+    """Audit, quarantine and ticks are shared; only directory and agreements are compacted."""
+    specs = {s.name: s for s in network_topics(["TH.MSDHS"])}
+    assert {n: specs[n] for n in SHARED} == SHARED
+    assert {s.name for s in specs.values() if s.compacted} == {"cb.directory", "cb.agreements"}
+    assert len(specs) == 2 + len(SHARED)
+
+
+def test_inbox_partitions_and_order() -> None:
+    """The inbox partition count is a parameter; participants come sorted, shared topics last."""
+    specs = network_topics(["KH.MOSVY", "TH.MSDHS"], inbox_partitions=6)
+    assert [s.name for s in specs[:4]] == [
+        "cb.out.KH.MOSVY",
+        "cb.in.KH.MOSVY",
+        "cb.out.TH.MSDHS",
+        "cb.in.TH.MSDHS",
+    ]
+    assert {s.partitions for s in specs if s.name.startswith("cb.in.")} == {6}
+    assert {s.partitions for s in specs if s.name.startswith("cb.out.")} == {1}
+
+
+def test_no_participants_leaves_the_shared_topics() -> None:
+    """A network with no participants still has its five shared topics, with no duplicates."""
+    names = [s.name for s in network_topics([])]
+    assert sorted(names) == sorted(SHARED)
