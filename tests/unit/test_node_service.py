@@ -154,11 +154,6 @@ def test_withdrawn_consent_is_forgotten(world: World, tmp_path: Path) -> None:
     assert store.load_case_state(conn, "case-7f3a")["consent"] == ["family_tracing"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_event/draft_header do not check consent_scopes: a JSON "
-    "string is split into one-letter scopes, sealed, queued and remembered",
-)
 def test_consent_scopes_given_as_a_string_are_refused(world: World, tmp_path: Path) -> None:
     """consent_scopes must be a list of scope names, like ``to``; a bare string is not accepted."""
     conn = node(tmp_path, SENDER)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -28,9 +30,23 @@ NGO_OK = CaseState(frozenset({"origin_notification", "ngo_sharing", "family_trac
 
 
 @cache
+def home() -> Path:
+    return Path(mkdtemp(prefix="cb-relay-"))
+
+
+@cache
 def world() -> World:
     """One run-time network (keys generated now, agreements signed now) for the whole module."""
-    return bootstrap_network(Path(mkdtemp(prefix="cb-relay-")), NOW - timedelta(hours=1))
+    return bootstrap_network(home(), NOW - timedelta(hours=1))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_keys() -> Iterator[None]:
+    """The run-time private keys do not outlive the module."""
+    yield
+    shutil.rmtree(home(), ignore_errors=True)
+    home.cache_clear()
+    world.cache_clear()
 
 
 def make_header(event_type: str = "return_plan.proposed", sender: str = "TH.MSDHS", **over: Any) -> Header:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from casebridge.core import tracker
-from casebridge.core.deadlines import Calendar, parse_calendars
+from casebridge.core.deadlines import Calendar, obligations, parse_calendars
 from casebridge.core.model import Header
 from tests.unit.policy_fixtures import AGREEMENTS_DIR, NOW, agreement, header
 
@@ -146,3 +146,26 @@ def test_overdue_by() -> None:
     (tracked,) = opened()
     assert tracker.overdue_by(tracked, tracked.due - timedelta(hours=1)) == timedelta(0)
     assert tracker.overdue_by(tracked, tracked.due + timedelta(hours=5)) == timedelta(hours=5)
+
+
+def tracked_for(event: Header, agreement_id: str) -> list[tracker.Tracked]:
+    """Every obligation ``event`` opens, tracked directly from ``obligations`` (no de-duplication)."""
+    found = obligations(event, agreement(agreement_id), calendars())
+    return [tracker.Tracked(o, event.created_at, o.due) for o in found]
+
+
+def test_multi_party_request_opens_one_obligation_per_party() -> None:
+    """A regional request addressed to VN and KH opens a verification deadline on each of them."""
+    event = request(sender="LA.MOLSW", to=("VN", "KH"))
+    still, _ = tracker.on_delivered(event, agreement("COMMIT-ACTIP"), [], calendars())
+    assert sorted(t.obligation.party for t in still) == ["KH", "VN"]
+
+
+def test_an_answer_closes_only_the_answering_partys_obligation() -> None:
+    """VN's response closes VN's obligation; KH's stays open until KH answers."""
+    open_now = tracked_for(request(sender="LA.MOLSW", to=("VN", "KH")), "COMMIT-ACTIP")
+    assert sorted(t.obligation.party for t in open_now) == ["KH", "VN"]
+    reply = header(ANSWER, "VN.MOLISA", ("LA",), event_id="ans-vn", correlation_id="req-1")
+    still, closed = tracker.on_delivered(reply, agreement("COMMIT-ACTIP"), open_now, calendars())
+    assert [t.obligation.party for t in closed] == ["VN"]
+    assert [t.obligation.party for t in still] == ["KH"]

@@ -70,10 +70,16 @@ def from_json(schema: Any, value: Any, names: Mapping[str, Any], path: str = "$"
     raise SchemaInvalid(f"{path}: {value!r} does not fit {kind}")
 
 
+INT_RANGES = {"int": 1 << 31, "long": 1 << 63}
+
+
 def _primitive(kind: str, value: Any, path: str) -> Any:
-    if isinstance(value, PRIMITIVES[kind]) and not (kind != "boolean" and isinstance(value, bool)):
-        return value
-    raise SchemaInvalid(f"{path}: expected {kind}")
+    if not isinstance(value, PRIMITIVES[kind]) or (kind != "boolean" and isinstance(value, bool)):
+        raise SchemaInvalid(f"{path}: expected {kind}")
+    bound = INT_RANGES.get(kind)
+    if bound is not None and isinstance(value, int) and not -bound <= value < bound:
+        raise SchemaInvalid(f"{path}: {value} is out of range for {kind}")
+    return value
 
 
 def _record(schema: Mapping[str, Any], value: Any, names: Mapping[str, Any], path: str) -> dict[str, Any]:
@@ -117,9 +123,8 @@ def _special(kind: Any, logical: str | None, value: Any, path: str) -> Any:
     try:
         if logical == "timestamp-millis":
             moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-            if moment.tzinfo is None:
-                raise SchemaInvalid(f"{path}: a timestamp needs its UTC offset")
-            return moment.astimezone(UTC)
+            if moment.tzinfo is not None:
+                return moment.astimezone(UTC)
         if logical == "date":
             return value if isinstance(value, date) else date.fromisoformat(value)
         if kind in ("bytes", "fixed"):
@@ -128,6 +133,8 @@ def _special(kind: Any, logical: str | None, value: Any, path: str) -> Any:
             return None
     except (TypeError, ValueError, binascii.Error) as exc:
         raise SchemaInvalid(f"{path}: {exc}") from exc
+    if logical == "timestamp-millis":
+        raise SchemaInvalid(f"{path}: a timestamp needs its UTC offset")
     if logical is not None:
         return from_json(kind, value, {}, path)
     raise SchemaInvalid(f"{path}: does not fit {kind}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from casebridge.core.agreements import Agreement
 from casebridge.core.deadlines import Calendar, Obligation, obligations
+from casebridge.core.model import country_of
 
 APPROACHING_AT = 0.8  # share of the allowed time after which "deadline.approaching" is sent
 
@@ -60,17 +61,22 @@ def on_delivered(
             still.append(tracked)
     if agreement is not None:
         for found in obligations(header, agreement, calendars):
-            if all(
-                t.obligation.opened_by != found.opened_by or t.obligation.name != found.name
-                for t in still + closed
-            ):
+            if all(identity(t.obligation) != identity(found) for t in still + closed):
                 still.append(Tracked(found, header.created_at, scaled_due(found, header.created_at, scale)))
     return still, closed
 
 
+def identity(obligation: Obligation) -> tuple[str, str, str]:
+    return obligation.opened_by, obligation.name, obligation.party
+
+
 def closes(obligation: Obligation, header: Any) -> bool:
-    """An answering event of the right type that names the opening event closes it."""
-    return bool(header.event_type == obligation.closes_on and header.correlation_id == obligation.opened_by)
+    """An answer of the right type, naming the opening event, from the obligated party closes it."""
+    return bool(
+        header.event_type == obligation.closes_on
+        and header.correlation_id == obligation.opened_by
+        and country_of(header.sender) == obligation.party
+    )
 
 
 def alerts(open_now: Iterable[Tracked], now: datetime) -> tuple[list[Tracked], list[Alert]]:

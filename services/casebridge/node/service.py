@@ -18,7 +18,14 @@ from typing import Any
 from casebridge.core import handover, jsonform, sealing
 from casebridge.core.errors import CaseBridgeError, Malformed, SchemaInvalid
 from casebridge.core.keys import Identity
-from casebridge.core.model import EVENT_TYPES, HANDLING_CODES, CaseState, Header, apply_case_flags
+from casebridge.core.model import (
+    CONSENT_SCOPES,
+    EVENT_TYPES,
+    HANDLING_CODES,
+    CaseState,
+    Header,
+    apply_case_flags,
+)
 from casebridge.core.routing import Deliver, route
 from casebridge.node import store
 from casebridge.runtime.world import World
@@ -57,6 +64,9 @@ def parse_event(doc: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...], Mapp
         raise Malformed("case_ref must be a non-empty pseudonymous reference")
     if not isinstance(to, list) or not all(isinstance(x, str) for x in to):
         raise Malformed("to must be a list of countries or participant ids")
+    scopes = doc.get("consent_scopes", [])
+    if not isinstance(scopes, list) or not set(scopes) <= set(CONSENT_SCOPES):
+        raise Malformed(f"consent_scopes must be a list of {', '.join(CONSENT_SCOPES)}")
     payload = doc.get("payload", {})
     if not isinstance(payload, dict):
         raise Malformed("payload must be an object of data categories")
