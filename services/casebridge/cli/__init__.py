@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from casebridge import __version__
-from casebridge.cli import broker, demo, envelope, monitor, network, policy
+from casebridge.cli import broker, demo, envelope, monitor, network, policy, security
 from casebridge.core.errors import CaseBridgeError
 
-GROUPS = (broker, demo, network, envelope, policy, monitor)
+GROUPS = (broker, demo, network, envelope, policy, monitor, security)
 
 
 def build_parser() -> argparse.ArgumentParser:

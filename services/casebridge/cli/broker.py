@@ -17,6 +17,9 @@ def register(sub: Any) -> None:
     start = actions.add_parser("start", help="start (idempotent) and print the bootstrap address")
     start.add_argument("--nodes", type=int, default=1, choices=(1, 3), help="1, or 3 for a cluster")
     start.add_argument("--port", type=int, default=9092, help="first client port (default 9092)")
+    start.add_argument("--secure", action="store_true",
+                       help="SASL/SCRAM-SHA-512 + ACL authorizer, deny by default (admin password in "
+                            "STATE_DIR/admin.secret)")
     start.set_defaults(func=cmd_start)
     for name, func in (("stop", cmd_stop), ("status", cmd_status)):
         actions.add_parser(name, help=f"{name} the local broker").set_defaults(func=func)
@@ -27,10 +30,12 @@ def register(sub: Any) -> None:
 def spec_from(args: argparse.Namespace, settings: Settings) -> broker.BrokerSpec:
     state = args.state_dir or settings.broker_dir
     nodes, port = getattr(args, "nodes", None), getattr(args, "port", None)
+    secure = bool(getattr(args, "secure", False))
     if nodes is None and (state / "nodes").exists():
-        nodes, port = (int(x) for x in (state / "nodes").read_text().split())
-    return broker.BrokerSpec(state_dir=state, cache_dir=settings.kafka_cache,
-                             pom=settings.kafka_pom, nodes=nodes or 1, base_port=port or 9092)
+        saved = [int(x) for x in (state / "nodes").read_text().split()]
+        nodes, port, secure = saved[0], saved[1], bool(saved[2]) if len(saved) > 2 else False
+    return broker.BrokerSpec(state_dir=state, cache_dir=settings.kafka_cache, pom=settings.kafka_pom,
+                             nodes=nodes or 1, base_port=port or 9092, secure=secure)
 
 
 def progress(message: str) -> None:
@@ -54,6 +59,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for node, pid in nodes.items():
         state = f"running (pid {pid})" if pid else "stopped"
         print(f"node {node}: {state} on {spec.host}:{spec.client_port(node)}")
-    up = bool(nodes) and all(nodes.values()) and broker.answers(spec.bootstrap, spec.nodes)
+    up = bool(nodes) and all(nodes.values()) and broker.answers(spec.bootstrap, spec.nodes,
+                                                                 broker.client_auth(spec))
     print(f"bootstrap {spec.bootstrap}: {'answering' if up else 'not answering'}")
     return 0 if up else 1

@@ -16,13 +16,14 @@ import logging
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,7 @@ class BrokerSpec:
     base_port: int = 9092
     heap: tuple[str, ...] = ("-Xms128m", "-Xmx384m")
     start_timeout: float = 90.0
+    secure: bool = False  # SASL/SCRAM-SHA-512 for clients, StandardAuthorizer, deny by default
 
     def client_port(self, node: int) -> int:
         return self.base_port + 2 * (node - 1)
@@ -167,6 +169,46 @@ def resolve_jars(spec: BrokerSpec, progress: Progress) -> Path:
 # --- configuration -------------------------------------------------------------------------
 
 
+ADMIN = "admin"
+SCRAM = "SCRAM-SHA-512"
+
+
+def admin_password(spec: BrokerSpec) -> str:
+    """The secured cluster's super user password, made once (file mode 0600, never printed)."""
+    path = spec.state_dir / "admin.secret"
+    if not path.exists():
+        spec.state_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def client_auth(spec: BrokerSpec) -> dict[str, str]:
+    """aiokafka settings for the launcher's own admin connection ({} when not secured)."""
+    if not spec.secure:
+        return {}
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM,
+            "sasl_plain_username": ADMIN, "sasl_plain_password": admin_password(spec)}
+
+
+def security_properties(spec: BrokerSpec) -> dict[str, str]:
+    """SASL/SCRAM on the client and inter-broker listener; the controller listener stays on
+    loopback; StandardAuthorizer with no access unless an ACL grants it."""
+    jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
+            f'password="{admin_password(spec)}";')
+    return {
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": jaas,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        # the controller listener is PLAINTEXT on 127.0.0.1: its peers are ANONYMOUS
+        "super.users": f"User:{ADMIN};User:ANONYMOUS",
+    }
+
+
 def server_properties(spec: BrokerSpec, node: int) -> str:
     """The ``server.properties`` of one combined broker+controller node."""
     replication = min(spec.nodes, 3)
@@ -196,6 +238,12 @@ def server_properties(spec: BrokerSpec, node: int) -> str:
         "auto.create.topics.enable": "true",
         "log.retention.hours": "168",
     }
+    if spec.secure:
+        client = f"SASL_PLAINTEXT://{spec.host}:{spec.client_port(node)}"
+        lines |= security_properties(spec)
+        lines["listeners"] = f"{client},CONTROLLER://{spec.host}:{spec.controller_port(node)}"
+        lines["advertised.listeners"] = client
+        lines["auto.create.topics.enable"] = "false"
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
@@ -227,8 +275,9 @@ def prepare_node(java: str, spec: BrokerSpec, libs: Path, node: int) -> Path:
     props.write_text(server_properties(spec, node))
     if (folder / "data" / "meta.properties").exists():
         return props
+    scram = ["--add-scram", f"{SCRAM}=[name={ADMIN},password={admin_password(spec)}]"] if spec.secure else []
     command = java_command(java, spec, libs, "kafka.tools.StorageTool",
-                           "format", "-t", cluster_id(spec), "-c", str(props))
+                           "format", "-t", cluster_id(spec), "-c", str(props), *scram)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BrokerError(f"formatting KRaft storage of node {node} failed:\n{done.stdout}{done.stderr}")
@@ -315,8 +364,8 @@ def log_tail(spec: BrokerSpec, node: int, lines: int = 20) -> str:
     return "\n".join([*errors, "...", *text[-lines:]] if errors else text[-lines:])
 
 
-async def _cluster_size(bootstrap: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+async def _cluster_size(bootstrap: str, auth: Mapping[str, str]) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **auth)
     try:
         await admin.start()
         description = await admin.describe_cluster()
@@ -325,13 +374,13 @@ async def _cluster_size(bootstrap: str) -> int:
         await admin.close()
 
 
-def answers(bootstrap: str, nodes: int) -> bool:
+def answers(bootstrap: str, nodes: int, auth: Mapping[str, str] | None = None) -> bool:
     """True once a metadata request lists every node as a broker (call from sync code only)."""
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # refused connections are expected while it boots
     try:
-        return asyncio.run(_cluster_size(bootstrap)) >= nodes
+        return asyncio.run(_cluster_size(bootstrap, auth or {})) >= nodes
     except Exception:  # any connection or protocol error means: not up yet
         return False
     finally:
@@ -344,7 +393,7 @@ def wait_until_up(spec: BrokerSpec, pids: dict[int, int], progress: Progress) ->
         for node, pid in pids.items():
             if not _alive(pid):
                 raise BrokerError(f"broker node {node} exited during start; its log:\n{log_tail(spec, node)}")
-        if answers(spec.bootstrap, spec.nodes):
+        if answers(spec.bootstrap, spec.nodes, client_auth(spec)):
             return
         time.sleep(0.5)
     tails = "\n".join(f"--- node {n}\n{log_tail(spec, n)}" for n in spec.node_ids)
@@ -354,7 +403,7 @@ def wait_until_up(spec: BrokerSpec, pids: dict[int, int], progress: Progress) ->
 def start(spec: BrokerSpec, progress: Progress) -> str:
     """Start the cluster (idempotent) and return its bootstrap address once it answers."""
     running = {n: pid for n in spec.node_ids if (pid := pid_of(spec, n)) is not None}
-    if len(running) == spec.nodes and answers(spec.bootstrap, spec.nodes):
+    if len(running) == spec.nodes and answers(spec.bootstrap, spec.nodes, client_auth(spec)):
         progress(f"already running at {spec.bootstrap}")
         return spec.bootstrap
     stop(spec, progress)
@@ -363,7 +412,7 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
     libs = resolve_jars(spec, progress)
     check_ports(spec)
     (spec.state_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
-    (spec.state_dir / "nodes").write_text(f"{spec.nodes} {spec.base_port}\n")
+    (spec.state_dir / "nodes").write_text(f"{spec.nodes} {spec.base_port} {int(spec.secure)}\n")
     progress(f"starting {spec.nodes} Kafka node(s) on {spec.bootstrap} ...")
     pids = {node: spawn_node(java, spec, libs, node) for node in spec.node_ids}
     try:

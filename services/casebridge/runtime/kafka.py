@@ -31,7 +31,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 
 def new_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A durable producer (acks=all, idempotent); start it with ``await producer.start()``."""
-    config = {**PRODUCER_DEFAULTS, **overrides}
+    config = {**PRODUCER_DEFAULTS, **settings.kafka_auth, **overrides}
     return AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **config)
 
 
@@ -39,7 +39,7 @@ def new_consumer(
     settings: Settings, *topics: str, group_id: str | None, **overrides: Any
 ) -> AIOKafkaConsumer:
     """A consumer that commits only what it has handled (at-least-once)."""
-    config = {**CONSUMER_DEFAULTS, **overrides}
+    config = {**CONSUMER_DEFAULTS, **settings.kafka_auth, **overrides}
     return AIOKafkaConsumer(
         *topics, bootstrap_servers=settings.bootstrap_servers, group_id=group_id, **config
     )
@@ -63,6 +63,10 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
     }
+    if settings.sasl_username:
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password, mechanism="SCRAM-SHA-512"
+        )
     options.update(conf)
     return faust.App(app_id, **options)
 
@@ -75,7 +79,7 @@ async def ensure_topics(
     config: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet; the names created (existing ones are left alone)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **settings.kafka_auth)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

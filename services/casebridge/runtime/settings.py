@@ -21,6 +21,7 @@ class Settings:
     kafka_cache: Path = Path.home() / ".cache" / "casebridge" / "kafka"
     log_format: str = "auto"  # auto (console on a TTY, JSON otherwise), console, json
     log_level: str = "info"
+    sasl_username: str = ""  # SCRAM-SHA-512 user (a participant id) on a secured cluster
     sasl_password: str = field(default="", repr=False)  # never printed
     deadline_scale: float = 1.0  # < 1 shortens every deadline clock (demonstrations only)
 
@@ -36,9 +37,18 @@ class Settings:
             kafka_cache=Path(env.get("CASEBRIDGE_KAFKA_CACHE", str(base.kafka_cache))),
             log_format=env.get("CASEBRIDGE_LOG_FORMAT", base.log_format),
             log_level=env.get("CASEBRIDGE_LOG_LEVEL", base.log_level),
+            sasl_username=env.get("CASEBRIDGE_SASL_USERNAME", ""),
             sasl_password=env.get("CASEBRIDGE_SASL_PASSWORD", ""),
             deadline_scale=float(env.get("CASEBRIDGE_DEADLINE_SCALE", base.deadline_scale)),
         )
+
+    @property
+    def kafka_auth(self) -> dict[str, str]:
+        """aiokafka SASL settings, or {} on an unsecured (loopback development) broker."""
+        if not self.sasl_username:
+            return {}
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": self.sasl_username, "sasl_plain_password": self.sasl_password}
 
     @property
     def kafka_pom(self) -> Path:
