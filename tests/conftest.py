@@ -31,6 +31,10 @@ class KafkaHandle:
 
     @property
     def settings(self) -> Settings:
+        """Client settings; on a secured launcher broker, as its admin (a super user)."""
+        if self.spec is not None and self.spec.secure:
+            return Settings(bootstrap_servers=self.bootstrap, sasl_username=broker.ADMIN,
+                            sasl_password=broker.admin_password(self.spec))
         return Settings(bootstrap_servers=self.bootstrap)
 
 
@@ -46,13 +50,15 @@ def docker_engine_answers() -> bool:
     return done.returncode == 0
 
 
-def launcher_broker(state_dir: Path) -> Iterator[KafkaHandle]:
+def launcher_broker(state_dir: Path, secure: bool = False) -> Iterator[KafkaHandle]:
+    """A broker of the project's launcher on free ports; ``secure``: SASL/SCRAM + ACLs."""
     settings = Settings.from_env()
     spec = broker.BrokerSpec(
         state_dir=state_dir,
         cache_dir=settings.kafka_cache,
         pom=settings.kafka_pom,
         base_port=free_base_port(),
+        secure=secure,
     )
     bootstrap = broker.start(spec, lambda msg: print(f"[kafka] {msg}", file=sys.stderr))
     try:

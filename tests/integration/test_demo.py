@@ -27,6 +27,7 @@ def test_demo_runs_the_whole_case_to_completion(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = done.stdout
     assert "demo OK" in out
+    assert "(SASL/SCRAM + ACLs)" in out  # secured by default: each service its own Kafka user
     assert out.count("REFUSED ") == 2  # the node's refusal and the router's
     assert "BREACHED REG.DEADLINES sla.breached" in out
     assert "Chains: 5 of 5 senders ok" in out

@@ -9,13 +9,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from casebridge.core.model import country_of
 from casebridge.runtime import localnet, scenario
-from casebridge.runtime.settings import Settings
 from tests.conftest import launcher_broker
 from tests.integration.test_network import SCALE
 
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.kafka
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[localnet.LocalNet, list[Any]]]:
     """The demo's three flows on a fresh broker; the network and every event the nodes queued."""
-    source = launcher_broker(tmp_path_factory.mktemp("monbroker"))
+    source = launcher_broker(tmp_path_factory.mktemp("monbroker"), secure=True)
     handle = next(source)
-    settings = Settings(bootstrap_servers=handle.bootstrap, home=tmp_path_factory.mktemp("monhome"))
+    settings = replace(handle.settings, home=tmp_path_factory.mktemp("monhome"))
     net = localnet.start(settings, scenario.DEMO_NODES, SCALE)
     try:
         ok, case = scenario.run_case(net, net.world.schemas, print)

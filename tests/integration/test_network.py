@@ -1,6 +1,7 @@
-"""The network end to end on a real broker: nodes, router, tracker as processes (issue 5).
+"""The network end to end on a real, secured broker: nodes, router, tracker as processes (issue 5).
 
-The module runs its own broker (the launcher, on free ports) so that its fixed topic names
+The module runs its own secured broker (SASL/SCRAM, ACLs from the directory; each service logs in
+as its own principal; the tests publish crafted records as the admin), so that its fixed topic names
 (``cb.out.*``, ``cb.in.*``, ``cb.audit`` …) and the router's state start empty.
 """
 
@@ -20,7 +21,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from casebridge.core import avro, sealing
+from casebridge.core import access, avro, sealing
 from casebridge.core.keys import generate_identity
 from casebridge.core.model import Header
 from casebridge.router import records
@@ -36,9 +37,9 @@ SCALE = {"CASEBRIDGE_DEADLINE_SCALE": f"{15.0 / (42 * 86400):.3e}"}
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.LocalNet]:
     """A dedicated broker, and the demo's network on it."""
-    source = launcher_broker(tmp_path_factory.mktemp("netbroker"))
+    source = launcher_broker(tmp_path_factory.mktemp("netbroker"), secure=True)
     handle = next(source)
-    settings = Settings(bootstrap_servers=handle.bootstrap, home=tmp_path_factory.mktemp("nethome"))
+    settings = replace(handle.settings, home=tmp_path_factory.mktemp("nethome"))
     network = localnet.start(settings, scenario.DEMO_NODES, SCALE)
     network.broker_dir = handle.spec.state_dir if handle.spec else None  # type: ignore[attr-defined]
     try:
@@ -283,7 +284,7 @@ def test_a_router_killed_mid_stream_loses_nothing(net: localnet.LocalNet) -> Non
         if n == 10:
             net.stop_service("router", signal.SIGKILL)
         if n == 20:
-            net.spawn("router", ["router", "run"])
+            net.spawn("router", ["router", "run"], principal=access.ROUTER)
         doc = {
             "event_type": "return_plan.proposed",
             "case_ref": f"CB-K-{n % 4}",
@@ -315,7 +316,7 @@ def test_a_router_killed_mid_stream_loses_nothing(net: localnet.LocalNet) -> Non
 
 async def all_topic_bytes(settings: Settings) -> bytes:
     """Every record of every topic, keys, values and headers, up to the end offsets of now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **settings.kafka_auth)
     await admin.start()
     try:
         described = await admin.describe_topics(await admin.list_topics())

@@ -33,6 +33,11 @@ VERIFICATION_DAYS = 42.0  # 30 working days, in calendar days (about)
 def register(sub: Any) -> None:
     parser = sub.add_parser("demo", help="run a whole cross-border case on a local network")
     parser.add_argument("--keep", action="store_true", help="leave the network running at the end")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the broker without SASL/ACLs (default: secured, each service its own user)",
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -45,16 +50,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
             cache_dir=settings.kafka_cache,
             pom=settings.kafka_pom,
             base_port=broker.free_base_port(),
+            secure=not args.insecure,
         )
         broker.stop(spec, progress)
         shutil.rmtree(spec.state_dir, ignore_errors=True)
         settings = replace(settings, bootstrap_servers=broker.start(spec, progress))
+        if spec.secure:  # every service then logs in as its own principal (acl sync in prepare)
+            settings = replace(
+                settings, sasl_username=broker.ADMIN, sasl_password=broker.admin_password(spec)
+            )
     home = settings.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
     settings = replace(settings, home=home)
     scale = BREACH_AFTER_SECONDS / (VERIFICATION_DAYS * 86400)
     say(
-        f"Kafka at {settings.bootstrap_servers}; starting router, deadline tracker and "
+        f"Kafka at {settings.bootstrap_servers} "
+        f"({'SASL/SCRAM + ACLs' if settings.sasl_username else 'no auth'}); "
+        "starting router, deadline tracker and "
         f"{len(scenario.DEMO_NODES)} nodes (logs in {home / 'logs'}) ..."
     )
     started = time.monotonic()

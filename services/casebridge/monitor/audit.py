@@ -113,7 +113,7 @@ async def snapshot(settings: Settings, topic: str) -> list[tuple[int, int, bytes
 
 async def partitions_of(settings: Settings, topic: str) -> list[int]:
     """The partition numbers of ``topic`` (none when it does not exist)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **settings.kafka_auth)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

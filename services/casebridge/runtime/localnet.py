@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from casebridge.core import access
+from casebridge.runtime import acl
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
 from casebridge.runtime.world import World, bootstrap_network
@@ -50,12 +52,18 @@ class LocalNet:
     services: dict[str, Service] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
-    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def env(self, principal: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A service's environment; on a secured cluster, its own Kafka user and password."""
+        secured = {}
+        if self.settings.sasl_username:
+            secured = {"CASEBRIDGE_SASL_USERNAME": principal,
+                       "CASEBRIDGE_SASL_PASSWORD": acl.password_of(self.settings.home, principal)}
         return {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if not k.startswith("CASEBRIDGE_SASL_")},
             "KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
             "CASEBRIDGE_HOME": str(self.settings.home),
             "CASEBRIDGE_LOG_FORMAT": "json",
+            **secured,
             **(extra or {}),
         }
 
@@ -65,6 +73,7 @@ class LocalNet:
         args: Sequence[str],
         port: int | None = None,
         extra_env: Mapping[str, str] | None = None,
+        principal: str | None = None,
     ) -> Service:
         logs = self.settings.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -73,7 +82,7 @@ class LocalNet:
         self._logs.append(handle)
         process = subprocess.Popen(
             [sys.executable, "-m", "casebridge.cli", *args],
-            env=self.env(extra_env),
+            env=self.env(principal or name, extra_env),
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -151,9 +160,14 @@ def _end(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
 
 
 def prepare(settings: Settings) -> World:
-    """Trust material and topics for a fresh local network."""
+    """Trust material and topics for a fresh local network; on a secured cluster (``settings``
+    carries the admin's SASL credentials) also every principal's user and ACLs."""
     world = bootstrap_network(settings.home, datetime.now(UTC))
     asyncio.run(sync_topics(settings, network_topics(world.directory.participants)))
+    if settings.sasl_username:
+        participants = list(world.directory.participants)
+        acl.sync(settings.bootstrap_servers, settings.sasl_password, settings.home,
+                 access.grants_for(participants), access.principals(participants))
     return world
 
 
@@ -161,10 +175,10 @@ def start(settings: Settings, nodes: Sequence[str], tracker_env: Mapping[str, st
     """Router, deadline tracker and ``nodes``, each its own process, all answering."""
     net = LocalNet(settings, prepare(settings))
     try:
-        net.spawn("router", ["router", "run"])
-        net.spawn("deadlines", ["deadlines", "run"], extra_env=tracker_env)
+        net.spawn("router", ["router", "run"], principal=access.ROUTER)
+        net.spawn("deadlines", ["deadlines", "run"], extra_env=tracker_env, principal=access.DEADLINES)
         port = free_port()
-        net.spawn("monitor", ["monitor", "run", "--port", str(port)], port)
+        net.spawn("monitor", ["monitor", "run", "--port", str(port)], port, principal=access.MONITOR)
         for participant in nodes:
             net.start_node(participant)
         net.wait_healthy()
