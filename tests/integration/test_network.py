@@ -12,7 +12,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casebridge.core import access, avro, sealing
+from casebridge.core.directory import sign_directory
 from casebridge.core.keys import generate_identity
 from casebridge.core.model import Header
 from casebridge.router import records
 from casebridge.runtime import localnet, scenario
 from casebridge.runtime.kafka import new_consumer, new_producer
+from casebridge.runtime.keystore import directory_from_keystore, read_participants
 from casebridge.runtime.settings import Settings
+from casebridge.runtime.world import PARTICIPANTS
 from tests.conftest import launcher_broker
 
 pytestmark = pytest.mark.kafka
@@ -174,6 +177,12 @@ CASES: list[tuple[str, str, Any, bool]] = [
 ]
 
 
+def quarantine_codes(net: localnet.LocalNet, data: bytes) -> list[str]:
+    """The codes of the quarantine records that keep exactly these bytes."""
+    found = asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
+    return [q["code"] for q in found if q["original"] == data]
+
+
 async def publish(settings: Settings, topic: str, key: bytes, *values: bytes) -> None:
     producer = new_producer(settings)
     await producer.start()
@@ -216,19 +225,8 @@ def test_each_reject_code_lands_in_quarantine(
     head = header()
     data = make(net, head)
     asyncio.run(publish(net.settings, f"cb.out.{owner}", head.case_ref.encode(), data))
-    mine: list[dict[str, Any]] = []
-    assert scenario.wait_for(
-        lambda: bool(
-            mine.extend(
-                q
-                for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
-                if q["original"] == data
-            )
-            or mine
-        ),
-        60,
-    )
-    assert mine[0]["code"] == code
+    assert scenario.wait_for(lambda: bool(quarantine_codes(net, data)), 60)
+    assert quarantine_codes(net, data) == [code]  # kept once, with its code
     if receipt:
         assert scenario.wait_for(
             lambda: "REG.ROUTER" in scenario.receipts_from(net, "TH.MSDHS", head.event_id, "rejected"), 30
@@ -240,18 +238,7 @@ def test_a_replayed_envelope_is_quarantined_and_the_stream_keeps_flowing(net: lo
     head = header()
     data = seal(net, head, PLAN)
     asyncio.run(publish(net.settings, "cb.out.TH.MSDHS", head.case_ref.encode(), data, data))
-    found: list[dict[str, Any]] = []
-    assert scenario.wait_for(
-        lambda: bool(
-            found.extend(
-                q
-                for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
-                if q["original"] == data and q["code"] == "replay"
-            )
-            or found
-        ),
-        60,
-    )
+    assert scenario.wait_for(lambda: quarantine_codes(net, data) == ["replay"], 60)
     stored = scenario.inbox(net, "KH.MOSVY")
     assert sum(e["event_id"] == head.event_id for e in stored) == 1
     ok, _ = scenario.run_case(net, net.world.schemas, say)  # the stream still flows
@@ -363,3 +350,39 @@ def test_no_personal_data_in_topic_bytes_broker_files_or_logs(net: localnet.Loca
         if canary.encode() in blob
     ]
     assert leaks == []
+
+
+def test_a_revoked_key_is_quarantined_after_one_directory_refresh(net: localnet.LocalNet) -> None:
+    """A directory revoking LA.MOLSW's key, published on cb.directory, takes effect without a
+    restart: new events signed with it are quarantined (revoked_key); one signed before still opens."""
+    sender, now = "LA.MOLSW", datetime.now(UTC)
+    before_head = header(sender=sender, to=("TH",))
+    before = seal(net, before_head, PLAN, {"TH.MSDHS": frozenset({"operational"})}, signer=sender)
+    key_id = net.world.identity(sender).signing_key_id
+    revoked_at = datetime.now(UTC)
+    people = read_participants(PARTICIPANTS)
+    directory = directory_from_keystore(
+        net.world.keystore, people, revoked_at, timedelta(days=30), revoked={key_id: revoked_at}
+    )
+    assert directory.version > net.world.directory.version
+    signed = sign_directory(net.world.schemas, directory, net.world.identity("REG.SECRETARIAT"))
+    asyncio.run(publish(net.settings, "cb.directory", b"directory", signed))
+
+    def newest_is_refused() -> bool:
+        head = header(sender=sender, to=("TH",), created_at=datetime.now(UTC))
+        data = seal(net, head, PLAN, {"TH.MSDHS": frozenset({"operational"})}, signer=sender)
+        asyncio.run(publish(net.settings, f"cb.out.{sender}", head.case_ref.encode(), data))
+        return scenario.wait_for(
+            lambda: any(
+                q["original"] == data and q["code"] == "revoked_key"
+                for q in asyncio.run(quarantined(net.settings, net.world.schemas, 10_000, 2.0))
+            ),
+            10,
+        )
+
+    assert scenario.wait_for(newest_is_refused, 60)
+    asyncio.run(publish(net.settings, f"cb.out.{sender}", before_head.case_ref.encode(), before))
+    assert now < revoked_at
+    assert scenario.wait_for(
+        lambda: any(e["event_id"] == before_head.event_id for e in scenario.inbox(net, "TH.MSDHS")), 30
+    )

@@ -9,6 +9,7 @@ ever printed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +55,10 @@ def register_directory(sub: Any) -> None:
     check.add_argument("--keystore", type=Path, help="anchor from <keystore>/REG.SECRETARIAT")
     check.add_argument("--anchor", type=Path, help="a public.json of the secretariat to trust")
     check.set_defaults(func=cmd_directory_verify)
+    publish = actions.add_parser("publish", help="publish a signed directory on cb.directory "
+                                 "(running routers and nodes apply it without restart)")
+    publish.add_argument("file", type=Path)
+    publish.set_defaults(func=cmd_directory_publish)
 
 
 def register_schemas(sub: Any) -> None:
@@ -109,6 +114,16 @@ def cmd_directory_build(args: argparse.Namespace) -> int:
     keystore.write_directory(out, directory, secretariat, default_schemas(settings))
     print(f"directory v{directory.version}: {len(directory.participants)} participants, "
           f"expires {directory.expires_at.isoformat()}, written to {out}")
+    return 0
+
+
+def cmd_directory_publish(args: argparse.Namespace) -> int:
+    from casebridge.runtime.kafka import publish_once
+
+    settings = Settings.from_env()
+    data = args.file.read_bytes()
+    asyncio.run(publish_once(settings, "cb.directory", b"directory", data))
+    print(f"published {args.file} ({len(data)} bytes) on cb.directory")
     return 0
 
 

@@ -26,6 +26,7 @@ from casebridge.core.relay import IN_PREFIX, OUT_PREFIX
 from casebridge.node import service, store
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
 from casebridge.runtime.logging import get_logger
+from casebridge.runtime.refresh import follow_directory, until_current
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
@@ -59,6 +60,7 @@ def create_node(settings: Settings, world: World, participant: str, port: int) -
 
     async def receive(stream: Any) -> Any:
         async for value in stream:
+            await until_current(node, "inbox")
             outcome = service.receive(node.world, node.me, node.conn, value, datetime.now(UTC))
             log.info(
                 "received",
@@ -72,6 +74,7 @@ def create_node(settings: Settings, world: World, participant: str, port: int) -
             yield outcome.outcome
 
     app.agent(inbox, name="inbox")(receive)
+    follow_directory(app, node)
     lazy = LazyProducer(app, settings)
     app.task(lambda: publish_forever(node, lazy))
     app.task(lambda: serve_http(node, port))

@@ -22,6 +22,7 @@ from casebridge.core.model import CaseState, Header
 from casebridge.router import records
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
 from casebridge.runtime.logging import get_logger
+from casebridge.runtime.refresh import follow_directory, until_current
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
@@ -71,12 +72,14 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
             yield None
 
     app.agent(source, name="route")(route_events)
+    follow_directory(app, router)
     return app
 
 
 async def handle(router: Router, message: Any, key: bytes | None, value: bytes) -> None:
     """One record: decide, deliver or quarantine, audit; then update the tables."""
     where = relay.Position(message.topic, message.partition, message.offset)
+    await until_current(router, "routing")
     now = datetime.now(UTC)
     ctx = router.world.context(now)
     verified = relay.admit(value, ctx)

@@ -12,6 +12,17 @@ from casebridge.core.model import Header
 AUDIT_TOPIC = "cb.audit"
 QUARANTINE_TOPIC = "cb.quarantine"
 AUDIT = "casebridge.audit.AuditRecord"
+HEADER_FIELDS = (
+    "event_id",
+    "event_type",
+    "sender",
+    "case_ref",
+    "created_at",
+    "sequence",
+    "prev_hash",
+    "correlation_id",
+    "agreement_id",
+)
 QUARANTINED = "casebridge.audit.QuarantineRecord"
 
 
@@ -52,6 +63,8 @@ def audit_record(
         "offset": where.offset,
         "recipients": list(recipients),
         "envelope_hash": envelope_hash,
+        **dict.fromkeys(HEADER_FIELDS),  # unknown when the bytes could not be verified
+        "to": [],
     }
     if header is not None:
         record |= {

@@ -118,3 +118,13 @@ class LazyProducer:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+
+
+async def publish_once(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
+    """Send one record durably and wait for the broker's acknowledgement."""
+    producer = new_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()

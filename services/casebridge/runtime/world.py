@@ -45,6 +45,7 @@ class World:
     policy: Policy
     agreements: tuple[Agreement, ...]
     max_age: timedelta = timedelta(days=7)
+    anchor: bytes = b""  # the secretariat's signing key: trust anchor of directory updates
 
     @property
     def keystore(self) -> Path:
@@ -119,7 +120,8 @@ def load_world(home: Path, now: datetime) -> World:
     loaded = load_agreements(documents, signatures, directory, now)
     if loaded.errors:
         raise PolicyError("; ".join(str(e) for e in loaded.errors))
-    return World(folder, schemas, directory, index_agreements(loaded.agreements), loaded.agreements)
+    return World(folder, schemas, directory, index_agreements(loaded.agreements), loaded.agreements,
+                 anchor=anchor)
 
 
 def bootstrap_network(home: Path, now: datetime, validity: timedelta = timedelta(days=30)) -> World:
