@@ -33,9 +33,25 @@ class KafkaHandle:
     def settings(self) -> Settings:
         """Client settings; on a secured launcher broker, as its admin (a super user)."""
         if self.spec is not None and self.spec.secure:
-            return Settings(bootstrap_servers=self.bootstrap, sasl_username=broker.ADMIN,
-                            sasl_password=broker.admin_password(self.spec))
+            return Settings(
+                bootstrap_servers=self.bootstrap,
+                sasl_username=broker.ADMIN,
+                sasl_password=broker.admin_password(self.spec),
+            )
         return Settings(bootstrap_servers=self.bootstrap)
+
+    def env(self) -> dict[str, str]:
+        """Environment for a CaseBridge process that should talk to this broker (as its admin)."""
+        settings = self.settings
+        extra = (
+            {
+                "CASEBRIDGE_SASL_USERNAME": settings.sasl_username,
+                "CASEBRIDGE_SASL_PASSWORD": settings.sasl_password,
+            }
+            if settings.sasl_username
+            else {}
+        )
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, **extra}
 
 
 def free_base_port() -> int:
@@ -81,13 +97,14 @@ def pom_kafka_version() -> str:
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
-    """A real Kafka broker for the whole session (fails the tests, never skips, when unavailable)."""
+    """A real Kafka broker for the whole session (fails the tests, never skips, when unavailable);
+    the launcher's is secured (SASL/SCRAM, deny by default) and the tests use its admin."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield KafkaHandle(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env")
         return
     try:
         source = container_broker() if docker_engine_answers() else None
-        source = source or launcher_broker(tmp_path_factory.mktemp("kafka"))
+        source = source or launcher_broker(tmp_path_factory.mktemp("kafka"), secure=True)
         handle = next(source)
     except Exception as exc:  # any reason at all: say it, and fail
         pytest.fail(f"no Kafka broker could be had for the integration tests: {exc}", pytrace=False)

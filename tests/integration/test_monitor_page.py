@@ -30,9 +30,19 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=5000",
-         "--enable-logging=stderr", "--v=0", "--window-size=1280,1400")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--virtual-time-budget=5000",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--window-size=1280,1400",
+)
 
 
 async def publish(handle: KafkaHandle, topic: str, records: list[dict[str, Any]]) -> None:
@@ -66,8 +76,9 @@ async def test_the_monitor_rebuilds_its_figures_from_the_audit_topic(kafka: Kafk
 
 async def chromium(*args: str) -> tuple[str, str]:
     """Run headless Chromium with ``args``; its stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(CHROMIUM, *FLAGS, *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM, *FLAGS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     return out.decode(errors="replace"), err.decode(errors="replace")
@@ -92,7 +103,7 @@ async def test_the_page_shows_the_corridor_counts_in_chromium() -> None:
         await runner.cleanup()
     label = re.search(r'<text [^>]*id="corridor-KH-TH"[^>]*>([^<]*)</text>', dom)
     assert label is not None and label[1] == "KH\u2013TH: 4"
-    assert "<td>KH\u2013TH</td><td class=\"num\">4</td>" in dom
+    assert '<td>KH\u2013TH</td><td class="num">4</td>' in dom
     assert "live · figures of" in dom
     console = [line for line in log.splitlines() if "CONSOLE" in line]
     assert [line for line in console if re.search(r"error|uncaught", line, re.IGNORECASE)] == []
@@ -106,8 +117,10 @@ async def test_a_missing_audit_topic_reads_as_empty(kafka: KafkaHandle) -> None:
     assert log == audit.AuditLog((), ())
 
 
-WORKER = ("import argparse, sys; from casebridge.cli import monitor; p = argparse.ArgumentParser(); "
-          "monitor.register(p.add_subparsers(required=True)); a = p.parse_args(); sys.exit(a.func(a))")
+WORKER = (
+    "import argparse, sys; from casebridge.cli import monitor; p = argparse.ArgumentParser(); "
+    "monitor.register(p.add_subparsers(required=True)); a = p.parse_args(); sys.exit(a.func(a))"
+)
 
 
 def free_port() -> int:
@@ -139,10 +152,22 @@ async def test_the_monitor_worker_rebuilds_then_follows_the_topic(kafka: KafkaHa
     records = synthetic.demo_flow(START)
     await publish(kafka, topic, records[:8])
     port = free_port()
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "CASEBRIDGE_HOME": str(tmp_path)}
+    env = {**os.environ, **kafka.env(), "CASEBRIDGE_HOME": str(tmp_path)}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WORKER, "monitor", "run", "--port", str(port), "--topic", topic,
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-c",
+        WORKER,
+        "monitor",
+        "run",
+        "--port",
+        str(port),
+        "--topic",
+        topic,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/api/figures"
     try:
         early = await figures_when(url, lambda d: d.get("totals", {}).get("records") == 8)
@@ -158,13 +183,15 @@ async def test_the_monitor_worker_rebuilds_then_follows_the_topic(kafka: KafkaHa
 
 @pytest.mark.kafka
 def test_audit_verify_reads_the_topic_and_fails_on_a_forged_record(
-        kafka: KafkaHandle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    kafka: KafkaHandle, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``audit verify --topic`` exits 0 on the router's records and 1 once a forged one is added."""
     topic = fresh_name("audit")
     asyncio.run(ensure_topics(kafka.settings, [topic], partitions=3))
     records = synthetic.demo_flow(START)
     asyncio.run(publish(kafka, topic, records))
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka.bootstrap)
+    for name, value in kafka.env().items():
+        monkeypatch.setenv(name, value)
     assert run_cli(["audit", "verify", "--topic", topic]) == 0
     forged = dict(records[0], envelope_hash=bytes(32), offset=40, event_id="ev-forged")
     asyncio.run(publish(kafka, topic, [forged]))

@@ -36,11 +36,13 @@ async def consume(handle: KafkaHandle, topic: str, count: int, timeout: float = 
 async def test_produce_consume_roundtrip_with_acks_all_and_idempotence(kafka: KafkaHandle) -> None:
     """A record sent by the durable producer comes back byte-for-byte with its key and headers."""
     topic = fresh_name("roundtrip")
+    await ensure_topics(kafka.settings, [topic])  # a secured broker creates no topic by itself
     producer = new_producer(kafka.settings)
     await producer.start()
     try:
-        sent = await producer.send_and_wait(topic, b"\xc3\x01payload", key=b"case-1",
-                                            headers=[("ce_type", b"smoke")])
+        sent = await producer.send_and_wait(
+            topic, b"\xc3\x01payload", key=b"case-1", headers=[("ce_type", b"smoke")]
+        )
     finally:
         await producer.stop()
     assert sent.offset == 0
@@ -64,11 +66,27 @@ async def test_faust_agent_runs_as_a_real_worker(kafka: KafkaHandle) -> None:
     """A faust worker process consumes one topic and produces the transformed value to another."""
     source, sink = fresh_name("in"), fresh_name("out")
     await ensure_topics(kafka.settings, [source, sink], partitions=2)
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap, "SMOKE_IN": source,
-           "SMOKE_OUT": sink, "SMOKE_APP_ID": fresh_name("app")}
-    worker = subprocess.Popen([sys.executable, "-m", "tests.integration.smoke_app", "worker",
-                               "--loglevel", "warn", "--without-web"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        **kafka.env(),
+        "SMOKE_IN": source,
+        "SMOKE_OUT": sink,
+        "SMOKE_APP_ID": fresh_name("app"),
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.smoke_app",
+            "worker",
+            "--loglevel",
+            "warn",
+            "--without-web",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         producer = new_producer(kafka.settings)
         await producer.start()
