@@ -22,9 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casebridge.core import avro, handover, jsonform, sealing
 from casebridge.core.model import Header
-from casebridge.runtime.kafka import new_producer
+from casebridge.runtime.kafka import publish_once
 from casebridge.runtime.localnet import LocalNet
-from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
 CANARY_NAME = "Sokha Canarykhmer"
@@ -431,7 +430,7 @@ def run_misdirected(net: LocalNet, world: World, say: Say, timeout: float = 30.0
         now,
         schemas=world.schemas,
     )
-    asyncio.run(publish(net.settings, "cb.out.TH.RTP", header.case_ref.encode(), data))
+    asyncio.run(publish_once(net.settings, "cb.out.TH.RTP", header.case_ref.encode(), data))
     refused = wait_for(
         lambda: "REG.ROUTER" in receipts_from(net, "TH.MSDHS", header.event_id, "rejected"), timeout
     )
@@ -441,11 +440,3 @@ def run_misdirected(net: LocalNet, world: World, say: Say, timeout: float = 30.0
     )
     return refused
 
-
-async def publish(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
-    producer = new_producer(settings)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key)
-    finally:
-        await producer.stop()
