@@ -131,14 +131,20 @@ def canonical_bytes(text: str) -> bytes:
     return SIGNING_TAG + text.encode("utf-8")
 
 
-def parse_agreement(text: str, source: str) -> Agreement:
-    """Parse and validate one document; any fault raises ``PolicyError("source:line: reason")``."""
+def compose(text: str, source: str) -> yaml.Node:
+    """The YAML node tree of a document (lines kept for errors), or ``PolicyError``."""
     try:
         root = yaml.compose(text, Loader=LOADER)
     except yaml.YAMLError as exc:
         raise yaml_error(source, exc) from exc
     if root is None:
         raise PolicyError(f"{source}:1: empty document")
+    return root
+
+
+def parse_agreement(text: str, source: str) -> Agreement:
+    """Parse and validate one document; any fault raises ``PolicyError("source:line: reason")``."""
+    root = compose(text, source)
     doc = Doc(source)
     top = doc.mapping(root, "the document", required=TOP_KEYS - {"handling_codes", "checkpoints",
                                                                   "deadlines", "source"},

@@ -16,8 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 
 import yaml
 
-from casebridge.core.agreements import ANY_PARTY, LOADER, Agreement, Deadline, Doc, yaml_error
-from casebridge.core.errors import PolicyError
+from casebridge.core.agreements import ANY_PARTY, Agreement, Deadline, Doc, compose
 from casebridge.core.model import COUNTRIES, Header, country_of
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -106,12 +105,7 @@ def _obligation(header: Header, agreement: Agreement, deadline: Deadline, party:
 
 def parse_calendars(text: str, source: str) -> dict[str, Calendar]:
     """Parse ``calendars.yaml``; faults raise ``PolicyError("source:line: reason")``."""
-    try:
-        root = yaml.compose(text, Loader=LOADER)
-    except yaml.YAMLError as exc:
-        raise yaml_error(source, exc) from exc
-    if root is None:
-        raise PolicyError(f"{source}:1: empty document")
+    root = compose(text, source)
     doc = Doc(source)
     top = doc.mapping(root, "the document", required={"calendars"}, allowed={"calendars"})
     countries = doc.mapping(top["calendars"], "calendars", allowed=set(COUNTRIES))
