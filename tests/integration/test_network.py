@@ -233,14 +233,21 @@ def test_each_reject_code_lands_in_quarantine(
         )
 
 
-def test_a_replayed_envelope_is_quarantined_and_the_stream_keeps_flowing(net: localnet.LocalNet) -> None:
-    """The same envelope published again is a replay; a good event after it is still delivered."""
+def test_a_replayed_event_is_quarantined_and_a_retransmission_dropped(net: localnet.LocalNet) -> None:
+    """The same envelope published again (a retried publish) is delivered once and not quarantined;
+    the same event id in other bytes is a replay; a good event after them is still delivered."""
     head = header()
     data = seal(net, head, PLAN)
-    asyncio.run(publish(net.settings, "cb.out.TH.MSDHS", head.case_ref.encode(), data, data))
-    assert scenario.wait_for(lambda: quarantine_codes(net, data) == ["replay"], 60)
+    replayed = seal(net, head, PLAN)  # the same header sealed again: other bytes
+    topic = "cb.out.TH.MSDHS"
+    asyncio.run(publish(net.settings, topic, head.case_ref.encode(), data, data, replayed))
+    assert scenario.wait_for(lambda: quarantine_codes(net, replayed) == ["replay"], 60)
+    assert quarantine_codes(net, data) == []
     stored = scenario.inbox(net, "KH.MOSVY")
     assert sum(e["event_id"] == head.event_id for e in stored) == 1
+    assert scenario.wait_for(
+        lambda: "REG.ROUTER" in scenario.receipts_from(net, "TH.MSDHS", head.event_id, "rejected"), 30
+    )
     ok, _ = scenario.run_case(net, net.world.schemas, say)  # the stream still flows
     assert ok
 

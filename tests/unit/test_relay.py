@@ -95,10 +95,10 @@ def decide(
     *,
     key: bytes | None = CASE.encode(),
     where: relay.Position = HERE,
-    seen: relay.Position | None = None,
+    seen: relay.Accepted | None = None,
     sender: relay.SenderState = FRESH,
     case: CaseState = NGO_OK,
-) -> relay.Forward | relay.Quarantine:
+) -> relay.Forward | relay.Quarantine | relay.Duplicate:
     return relay.decide(verified(data), key, where, seen, sender, case, world().context(NOW))
 
 
@@ -139,18 +139,47 @@ def test_origin_checks_quarantine(where: relay.Position, key: bytes | None, code
     assert outcome.header is not None
 
 
-def test_event_seen_at_another_position_is_a_replay() -> None:
-    """An event id already accepted at another offset is quarantined as a replay."""
-    outcome = decide(sealed(make_header()), seen=ELSEWHERE)
+def test_an_event_id_accepted_before_in_other_bytes_is_a_replay() -> None:
+    """An event id already accepted at another offset with another envelope is quarantined."""
+    header = make_header()
+    first = sealed(header)
+    again = sealed(header)  # the same header sealed again: other data keys, other bytes
+    assert again != first
+    outcome = decide(again, seen=relay.Accepted(ELSEWHERE, sealing.envelope_hash(first)))
     assert isinstance(outcome, relay.Quarantine)
     assert outcome.code == "replay"
+
+
+def test_an_event_id_accepted_before_with_an_unknown_hash_is_a_replay() -> None:
+    """Without the accepted envelope's hash the router cannot prove a retransmission: replay."""
+    outcome = decide(sealed(make_header()), seen=relay.Accepted(ELSEWHERE))
+    assert isinstance(outcome, relay.Quarantine)
+    assert outcome.code == "replay"
+
+
+def test_the_same_bytes_at_a_later_offset_are_a_duplicate_dropped() -> None:
+    """A publish retried after a lost acknowledgement: the same envelope again is dropped, once."""
+    data = sealed(make_header())
+    outcome = decide(data, seen=relay.Accepted(ELSEWHERE, sealing.envelope_hash(data)))
+    assert isinstance(outcome, relay.Duplicate)
+    assert outcome.first == ELSEWHERE
+
+
+def test_a_duplicate_on_another_participants_topic_is_still_a_mismatch() -> None:
+    """The origin checks come first: the same bytes on a topic the signer does not own are refused."""
+    data = sealed(make_header())
+    other = relay.Position("cb.out.KH.MOSVY", 0, 41)
+    outcome = decide(data, where=other, seen=relay.Accepted(HERE, sealing.envelope_hash(data)))
+    assert isinstance(outcome, relay.Quarantine)
+    assert outcome.code == "sender_topic_mismatch"
 
 
 def test_event_seen_at_the_same_position_is_a_redelivery() -> None:
     """The same record read again is forwarded again, marked a redelivery and without flags."""
     header = make_header(sequence=5, prev_hash=b"\x01" * 32)
     head = relay.SenderState(9, b"\x02" * 32)
-    outcome = decide(sealed(header), seen=HERE, sender=head)
+    data = sealed(header)
+    outcome = decide(data, seen=relay.Accepted(HERE, sealing.envelope_hash(data)), sender=head)
     assert isinstance(outcome, relay.Forward)
     assert outcome.redelivery is True
     assert outcome.flags == ()

@@ -2,7 +2,8 @@
 
 Order of checks (each failure is a ``Quarantine`` with its stable code): size and signature
 (``sealing.verify``: verify before decode), the signer owns the topic, the Kafka key is the case
-reference, no replay, the sender's chain (sequence and previous hash: a gap is flagged, not
+reference, no replay (the same event id in other bytes; the sender's own retransmission of the
+same bytes is a ``Duplicate``, dropped), the sender's chain (sequence and previous hash: a gap is flagged, not
 dropped), the agreement (``routing.route``, re-evaluated independently of the sender), and every
 key wrap of the envelope within what the agreement grants. The router holds no decryption key.
 """
@@ -28,6 +29,14 @@ class Position:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Where an event id was accepted, and the hash of the envelope accepted there."""
+
+    position: Position
+    envelope_hash: bytes = b""  # empty: not known (the record cannot be proved identical)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,15 @@ class Quarantine:
 
 
 @dataclass(frozen=True)
+class Duplicate:
+    """The sender's retransmission of an envelope already accepted: the same bytes at a later offset
+    of its own topic (a publish retried after a lost acknowledgement). Dropped: delivered once."""
+
+    header: Header
+    first: Position
+
+
+@dataclass(frozen=True)
 class Context:
     """What the router knows when it decides (passed in; the core keeps no state)."""
 
@@ -93,16 +111,25 @@ def decide(
     verified: sealing.VerifiedEnvelope,
     key: bytes | None,
     where: Position,
-    seen: Position | None,
+    seen: Accepted | None,
     sender: SenderState,
     case: CaseState,
     ctx: Context,
-) -> Forward | Quarantine:
-    """The router's outcome for one verified record; ``seen`` is where its event id was accepted."""
+) -> Forward | Quarantine | Duplicate:
+    """The router's outcome for one verified record; ``seen``: where its event id was accepted."""
     header = verified.header
-    problem = check_origin(header, key, where, seen)
+    problem = check_origin(header, key, where)
     if problem is not None:
         return problem
+    if seen is not None and seen.position != where:
+        if seen.envelope_hash == verified.hash:
+            return Duplicate(header, seen.position)
+        first = seen.position
+        return Quarantine(
+            "replay",
+            f"event {header.event_id} was accepted before at {first.topic}/{first.partition}@{first.offset}",
+            header,
+        )
     decision = route(header, ctx.policy, ctx.directory, case, ctx.now)
     if not isinstance(decision, Deliver):
         return Quarantine(decision.code, decision.why, header)
@@ -112,7 +139,7 @@ def decide(
     recipients = tuple(sorted(set(header.recipients) & decision.grants.keys()))
     if not recipients:
         return Quarantine("recipient_not_permitted", "no sealed recipient is permitted", header)
-    redelivery = seen == where
+    redelivery = seen is not None
     flags, next_sender = chain_step(header, verified.hash, sender)
     return Forward(
         header,
@@ -126,20 +153,12 @@ def decide(
     )
 
 
-def check_origin(
-    header: Header, key: bytes | None, where: Position, seen: Position | None
-) -> Quarantine | None:
+def check_origin(header: Header, key: bytes | None, where: Position) -> Quarantine | None:
     owner = owner_of(where.topic)
     if owner != header.sender:
         return Quarantine("sender_topic_mismatch", f"{header.sender} wrote to {where.topic}", header)
     if key != header.case_ref.encode():
         return Quarantine("malformed", "the Kafka key is not the header's case reference", header)
-    if seen is not None and seen != where:
-        return Quarantine(
-            "replay",
-            f"event {header.event_id} was accepted before at {seen.topic}/{seen.partition}@{seen.offset}",
-            header,
-        )
     return None
 
 

@@ -99,6 +99,16 @@ async def handle(router: Router, message: Any, key: bytes | None, value: bytes) 
     if isinstance(outcome, relay.Quarantine):
         await quarantine(router, outcome, where, key, value, now)
         return
+    if isinstance(outcome, relay.Duplicate):
+        log.info(
+            "duplicate_dropped",
+            event_id=header.event_id,
+            sender=header.sender,
+            topic=where.topic,
+            offset=where.offset,
+            first_offset=outcome.first.offset,
+        )
+        return
     await forward(router, outcome, where, value, now)
 
 
@@ -123,7 +133,7 @@ async def forward(
     )
     pending.append(await router.send(records.AUDIT_TOPIC, key, audit))
     await asyncio.gather(*pending)
-    router.seen[header.event_id] = [where.topic, where.partition, where.offset]
+    router.seen[header.event_id] = [where.topic, where.partition, where.offset, outcome.envelope_hash.hex()]
     router.senders[header.sender] = [outcome.sender_state.sequence, outcome.sender_state.last_hash.hex()]
     router.cases[header.case_ref] = {
         "consent": sorted(outcome.case_state.consent),
@@ -199,9 +209,12 @@ async def contain(router: Router, message: Any, key: bytes | None, value: bytes,
     await sent
 
 
-def seen_at(router: Router, header: Header) -> relay.Position | None:
+def seen_at(router: Router, header: Header) -> relay.Accepted | None:
     value = router.seen.get(header.event_id)
-    return relay.Position(value[0], value[1], value[2]) if value else None
+    if not value:
+        return None
+    digest = bytes.fromhex(value[3]) if len(value) > 3 else b""
+    return relay.Accepted(relay.Position(value[0], value[1], value[2]), digest)
 
 
 def sender_state(router: Router, header: Header) -> relay.SenderState:
