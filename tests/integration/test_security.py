@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -15,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from casebridge.core import access
-from casebridge.runtime import acl, broker
+from casebridge.runtime import acl, broker, preflight
 from casebridge.runtime.scenario import wait_for as scenario_wait
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
@@ -216,6 +220,61 @@ def test_reading_another_inbox_is_refused_quickly(secured: Secured) -> None:
         asyncio.wait_for(can_read(secured.as_user("KH.MOSVY"), ["cb.in.TH.MSDHS", "cb.in.KH.MOSVY"]), 60)
     )
     assert reads == {"cb.in.TH.MSDHS": False, "cb.in.KH.MOSVY": True}
+
+
+def network_needs(secured: Secured, acting_as: str) -> dict[str, set[str]]:
+    participants = list(secured.world.directory.participants)
+    return preflight.needs(acting_as, [t.name for t in network_topics(participants)], participants)
+
+
+def test_preflight_passes_for_each_principal_with_its_own_rights(secured: Secured) -> None:
+    """Every service and node, logged in as itself, has every right the policy gives it."""
+    for acting_as in ("KH.MOSVY", access.ROUTER, access.DEADLINES):
+        wanted = network_needs(secured, acting_as)
+        assert wanted  # something to check
+        preflight.check(secured.as_user(acting_as), acting_as, wanted)
+    assert network_needs(secured, "KH.MOSVY") == {
+        "cb.in.KH.MOSVY": {"read", "describe"},
+        "cb.out.KH.MOSVY": {"write", "describe"},
+        "cb.directory": {"read", "describe"},
+        "cb.agreements": {"read", "describe"},
+    }
+
+
+def test_preflight_names_the_missing_rights_and_the_failed_login(secured: Secured) -> None:
+    """TH.MSDHS acting as KH.MOSVY lacks its inbox and outbox; a wrong password fails the login."""
+    with pytest.raises(preflight.KafkaNotAuthorized) as refused:
+        preflight.check(secured.as_user("TH.MSDHS"), "KH.MOSVY", network_needs(secured, "KH.MOSVY"))
+    assert refused.value.code == "kafka_not_authorized"
+    assert "read cb.in.KH.MOSVY" in refused.value.why and "write cb.out.KH.MOSVY" in refused.value.why
+    assert "cb.directory" not in refused.value.why  # readable by all: not missing
+    stolen = secured.as_user("KH.MOSVY", acl.password_of(secured.home, "TH.MSDHS"))
+    with pytest.raises(preflight.KafkaAuthFailed) as login:
+        preflight.check(stolen, "KH.MOSVY", network_needs(secured, "KH.MOSVY"))
+    assert login.value.code == "kafka_auth_failed"
+
+
+def test_a_node_started_without_its_rights_stops_at_once_with_a_clear_line(secured: Secured) -> None:
+    """``casebridge node run --as KH.MOSVY`` logged in as TH.MSDHS exits quickly, saying why."""
+    settings = secured.as_user("TH.MSDHS")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CASEBRIDGE_", "KAFKA_"))},
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "CASEBRIDGE_HOME": str(secured.home),
+        "CASEBRIDGE_SASL_USERNAME": settings.sasl_username,
+        "CASEBRIDGE_SASL_PASSWORD": settings.sasl_password,
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "casebridge.cli", "node", "run", "--as", "KH.MOSVY", "--port", "0"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    took = time.monotonic() - started
+    print(f"refused in {took:.1f}s: {done.stderr.strip()}")
+    assert done.returncode != 0
+    assert "kafka_not_authorized" in done.stderr and "read cb.in.KH.MOSVY" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert settings.sasl_password not in done.stderr + done.stdout
 
 
 def test_a_participant_removed_from_the_directory_loses_its_access(secured: Secured) -> None:

@@ -41,10 +41,13 @@ def register(sub: Any) -> None:
 def cmd_monitor_run(args: argparse.Namespace) -> int:
     import faust
 
+    from casebridge.core import access
     from casebridge.monitor.app import create_monitor
+    from casebridge.runtime import preflight
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
+    preflight.check(settings, access.MONITOR, {args.topic: {"read", "describe"}})
     app = create_monitor(settings, default_schemas(settings), args.port,
                          timedelta(seconds=args.bucket_seconds), args.host, args.topic,
                          args.app_id)

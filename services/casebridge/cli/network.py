@@ -12,11 +12,12 @@ from typing import Any
 
 import faust
 
+from casebridge.core import access
 from casebridge.node import service, store
 from casebridge.runtime.logging import configure_logging
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
-from casebridge.runtime.world import bootstrap_network, load_world
+from casebridge.runtime.world import World, bootstrap_network, load_world
 
 
 def register(sub: Any) -> None:
@@ -29,7 +30,8 @@ def register(sub: Any) -> None:
         dest="action", required=True
     )
     sync = topics.add_parser("sync", help="create every topic the directory implies")
-    sync.add_argument("--replication", type=int, default=1)
+    sync.add_argument("--replication", type=int, default=None,
+                      help="replicas per topic (default: CASEBRIDGE_REPLICATION, else 1)")
     sync.set_defaults(func=cmd_topics_sync)
     router = sub.add_parser("router", help="the MOU router").add_subparsers(dest="action", required=True)
     router.add_parser("run", help="run the router worker").set_defaults(func=cmd_router_run)
@@ -70,9 +72,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
 def cmd_topics_sync(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
-    created = asyncio.run(
-        sync_topics(settings, network_topics(world.directory.participants), args.replication)
-    )
+    replication = args.replication or settings.replication
+    created = asyncio.run(sync_topics(settings, network_topics(world.directory.participants), replication))
     print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
     return 0
 
@@ -84,11 +85,22 @@ def run_worker(app: faust.App, settings: Settings) -> int:
     return 0
 
 
+def preflight(settings: Settings, world: World, acting_as: str) -> None:
+    """Stop now, with one clear line, if this principal cannot log in or lacks a right it needs."""
+    from casebridge.runtime import preflight as check
+
+    participants = list(world.directory.participants)
+    names = [spec.name for spec in network_topics(participants)]
+    check.check_service(settings, acting_as, names, participants)
+
+
 def cmd_router_run(args: argparse.Namespace) -> int:
     from casebridge.router.app import create_router
 
     settings = Settings.from_env()
-    return run_worker(create_router(settings, load_world(settings.home, datetime.now(UTC))), settings)
+    world = load_world(settings.home, datetime.now(UTC))
+    preflight(settings, world, access.ROUTER)
+    return run_worker(create_router(settings, world), settings)
 
 
 def cmd_deadlines_run(args: argparse.Namespace) -> int:
@@ -101,6 +113,7 @@ def cmd_deadlines_run(args: argparse.Namespace) -> int:
     calendars_file = AGREEMENTS / "calendars.yaml"
     calendars = parse_calendars(calendars_file.read_text(), str(calendars_file))
     world = load_world(settings.home, datetime.now(UTC))
+    preflight(settings, world, access.DEADLINES)
     return run_worker(create_tracker(settings, world, calendars, scale), settings)
 
 
@@ -109,6 +122,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
+    preflight(settings, world, args.participant)
     return run_worker(create_node(settings, world, args.participant, args.port), settings)
 
 

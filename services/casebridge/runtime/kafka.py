@@ -62,6 +62,7 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
         "broker_commit_every": 100,
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
+        "topic_replication_factor": settings.replication,  # changelogs survive a broker's loss
     }
     if settings.sasl_username:
         options["broker_credentials"] = faust.SASLCredentials(

@@ -24,6 +24,8 @@ class Settings:
     sasl_username: str = ""  # SCRAM-SHA-512 user (a participant id) on a secured cluster
     sasl_password: str = field(default="", repr=False)  # never printed
     deadline_scale: float = 1.0  # < 1 shortens every deadline clock (demonstrations only)
+    replication: int = 1  # replicas of every topic CaseBridge creates (3 on a 3-node cluster)
+    stall_seconds: float = 60.0  # records waiting and none handled this long: the worker exits
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -40,6 +42,8 @@ class Settings:
             sasl_username=env.get("CASEBRIDGE_SASL_USERNAME", ""),
             sasl_password=env.get("CASEBRIDGE_SASL_PASSWORD", ""),
             deadline_scale=float(env.get("CASEBRIDGE_DEADLINE_SCALE", base.deadline_scale)),
+            replication=int(env.get("CASEBRIDGE_REPLICATION", base.replication)),
+            stall_seconds=float(env.get("CASEBRIDGE_STALL_SECONDS", base.stall_seconds)),
         )
 
     @property
