@@ -90,6 +90,7 @@ async def publish_forever(node: Node, lazy: LazyProducer) -> None:
             backoff = 0.5
         except Exception as exc:  # the broker is away: keep everything queued and retry
             log.warning("publish_retry", participant=node.participant, error=type(exc).__name__)
+            await lazy.reset()  # a new producer: the old one may be unusable for good
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
             continue

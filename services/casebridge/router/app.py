@@ -10,17 +10,21 @@ routing needs survives restarts in changelog-backed tables: where each event id 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from casebridge.core import relay
 from casebridge.core.model import CaseState, Header
 from casebridge.router import records
-from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
+from casebridge.runtime import watchdog
+from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic, retrying
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.refresh import follow_directory, until_current
 from casebridge.runtime.settings import Settings
@@ -40,6 +44,8 @@ class Router:
     senders: Any
     cases: Any
     producer: LazyProducer
+    handled: int = 0  # records taken from the outboxes (the stall guard watches it move)
+    positions: watchdog.Positions = field(default_factory=watchdog.Positions)
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
@@ -65,15 +71,42 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
 
     async def route_events(stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
-            try:
-                await handle(router, event.message, event.key, event.value)
-            except Exception as exc:  # a fault of ours must not stop the stream nor lose the record
-                await contain(router, event.message, event.key, event.value, exc)
+            message = event.message
+            last = router.positions.skipped(message.topic, message.partition, message.offset)
+            if last is not None:
+                log.error("offsets_skipped", topic=message.topic, partition=message.partition,
+                          last_handled=last, got=message.offset,
+                          action=f"exit {watchdog.STALLED_EXIT}: the next worker resumes in order")
+                os._exit(watchdog.STALLED_EXIT)
+            await retrying(router.producer, "route", partial(route_one, router, event))
+            router.handled += 1
             yield None
 
     app.agent(source, name="route")(route_events)
     follow_directory(app, router)
+
+    async def forget_positions(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        router.positions.forget()
+
+    app.on_partitions_revoked.connect(forget_positions)  # type: ignore[arg-type]  # mode types it narrowly
+
+    def directory_expired() -> bool:  # fail closed on purpose: not a stall
+        return router.world.directory.expires_at <= datetime.now(UTC)
+
+    app.task(lambda: watchdog.guard(app, settings, lambda: router.handled, directory_expired,
+                                    relay.OUT_PREFIX, settings.stall_seconds))
     return app
+
+
+async def route_one(router: Router, event: Any) -> None:
+    """Handle one record; a fault of ours quarantines it (never stops the stream, never loses it).
+    A Kafka error is not the record's fault: it propagates, and the record is tried again."""
+    try:
+        await handle(router, event.message, event.key, event.value)
+    except KafkaError:
+        raise
+    except Exception as exc:
+        await contain(router, event.message, event.key, event.value, exc)
 
 
 async def handle(router: Router, message: Any, key: bytes | None, value: bytes) -> None:

@@ -23,7 +23,7 @@ from casebridge.core import avro, relay, sealing, tracker
 from casebridge.core.deadlines import Calendar, Obligation
 from casebridge.core.model import Header
 from casebridge.router import records
-from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
+from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic, retrying
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
@@ -134,16 +134,24 @@ def create_tracker(
             if partitioner(case_ref.encode(), list(range(AUDIT_PARTITIONS)), []) != partition:
                 continue
             updated, raised = tracker.alerts([from_json(d) for d in table[case_ref]], now)
-            if raised:
+            if raised:  # sent (and acknowledged) before the table says so: an alert is never lost
+
+                async def send_all(raised: list[tracker.Alert] = raised) -> None:
+                    p = await producer()
+                    await asyncio.gather(*[send_alert(p, world, a, now) for a in raised])
+
+                await retrying(lazy, "alerts", send_all)
                 table[case_ref] = [to_json(t) for t in updated]
-                await asyncio.gather(*[send_alert(await producer(), world, a, now) for a in raised])
 
     app.agent(source, name="track")(track)
 
     async def tick() -> None:
-        p = await producer()
-        for partition in range(AUDIT_PARTITIONS):
-            await p.send(TICK_TOPIC, b"tick", partition=partition)
+        async def send_ticks() -> None:
+            p = await producer()
+            sent = [await p.send(TICK_TOPIC, b"tick", partition=n) for n in range(AUDIT_PARTITIONS)]
+            await asyncio.gather(*sent)
+
+        await retrying(lazy, "tick", send_ticks)
 
     app.timer(tick_seconds)(tick)
 

@@ -6,14 +6,21 @@ factories here are the only place clients are made, so that default never leaks 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
+from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
+
+T = TypeVar("T")
+log = get_logger("casebridge.kafka")
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
@@ -63,7 +70,15 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
         "topic_replication_factor": settings.replication,  # changelogs survive a broker's loss
+        # a worker that died without leaving (SIGKILL) holds its partitions until its session
+        # expires: 15 s instead of faust's 60 s bounds that pause (heartbeats every 3 s)
+        "broker_session_timeout": 15.0,
+        "broker_heartbeat_interval": 3.0,
     }
+    if settings.instance_id:  # static membership (KIP-345): a worker restarted under the same id
+        # gets its partitions back without a rebalance; one that does not return loses them after
+        # the session timeout. Each worker of a group needs its own id.
+        options["consumer_group_instance_id"] = settings.instance_id
     if settings.sasl_username:
         options["broker_credentials"] = faust.SASLCredentials(
             username=settings.sasl_username, password=settings.sasl_password, mechanism="SCRAM-SHA-512"
@@ -115,10 +130,33 @@ class LazyProducer:
             self.producer = producer
         return self.producer
 
+    async def reset(self) -> None:
+        """Drop the producer after an error; the next ``get`` makes a new one. An idempotent
+        producer can be left unusable for good (OutOfOrderSequenceNumber after every broker of
+        the cluster restarted): only a new producer, with a new producer id, gets out of it."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), timeout=10)
+
     async def _stop(self, app: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         if self.producer is not None:
             await self.producer.stop()
             self.producer = None
+
+
+async def retrying(lazy: LazyProducer, what: str, action: Callable[[], Awaitable[T]]) -> T:
+    """Run ``action`` until the brokers accept it: a Kafka error is the brokers' (away, electing a
+    leader, a producer left unusable), not the record's, so make a new producer, wait, try again."""
+    backoff = 0.5
+    while True:
+        try:
+            return await action()
+        except KafkaError as exc:
+            log.warning("kafka_retry", what=what, error=type(exc).__name__, backoff=backoff)
+            await lazy.reset()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
 
 
 async def publish_once(settings: Settings, topic: str, key: bytes, value: bytes) -> None:

@@ -13,9 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from casebridge.core import access
-from casebridge.runtime import acl
+from casebridge.runtime import acl, watchdog
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
 from casebridge.runtime.world import World, bootstrap_network
@@ -41,6 +43,9 @@ class Service:
     process: subprocess.Popen[bytes]
     log: Path
     port: int | None = None
+    args: tuple[str, ...] = ()
+    extra_env: Mapping[str, str] | None = None
+    principal: str | None = None
 
 
 @dataclass
@@ -50,7 +55,11 @@ class LocalNet:
     settings: Settings
     world: World
     services: dict[str, Service] = field(default_factory=dict)
+    restarts: Counter[str] = field(default_factory=Counter)  # by the supervisor, per service
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _supervisor: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def env(self, principal: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A service's environment; on a secured cluster, its own Kafka user and password."""
@@ -63,6 +72,8 @@ class LocalNet:
             "KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
             "CASEBRIDGE_HOME": str(self.settings.home),
             "CASEBRIDGE_LOG_FORMAT": "json",
+            "CASEBRIDGE_REPLICATION": str(self.settings.replication),
+            "CASEBRIDGE_STALL_SECONDS": str(self.settings.stall_seconds),
             **secured,
             **(extra or {}),
         }
@@ -82,15 +93,30 @@ class LocalNet:
         self._logs.append(handle)
         process = subprocess.Popen(
             [sys.executable, "-m", "casebridge.cli", *args],
-            env=self.env(principal or name, extra_env),
+            env=self.env(principal or name, {"CASEBRIDGE_INSTANCE_ID": name, **(extra_env or {})}),
             stdout=handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        service = Service(name, process, path, port)
-        self.services[name] = service
+        service = Service(name, process, path, port, tuple(args), extra_env, principal)
+        with self._lock:
+            self.services[name] = service
         return service
+
+    def supervise(self, interval: float = 1.0) -> None:
+        """Start a thread that starts again every service that exits with ``STALLED_EXIT`` (its
+        stall guard's request); any other exit stays visible (``check_alive``)."""
+        def loop() -> None:
+            while not self._stopping.wait(interval):
+                with self._lock:
+                    for name, service in list(self.services.items()):
+                        if service.process.poll() == watchdog.STALLED_EXIT:
+                            self.restarts[name] += 1
+                            self.spawn(name, service.args, service.port, service.extra_env, service.principal)
+
+        self._supervisor = threading.Thread(target=loop, name="localnet-supervisor", daemon=True)
+        self._supervisor.start()
 
     def start_node(self, participant: str) -> Service:
         port = free_port()
@@ -136,10 +162,14 @@ class LocalNet:
             raise RuntimeError(f"{name} exited with {service.process.returncode}:\n{tail}")
 
     def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        service = self.services.pop(name)
+        with self._lock:
+            service = self.services.pop(name)
         _end(service.process, sig, timeout)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=10)
         for name in list(self.services):
             self.stop_service(name)
         for handle in self._logs:
@@ -163,7 +193,7 @@ def prepare(settings: Settings) -> World:
     """Trust material and topics for a fresh local network; on a secured cluster (``settings``
     carries the admin's SASL credentials) also every principal's user and ACLs."""
     world = bootstrap_network(settings.home, datetime.now(UTC))
-    asyncio.run(sync_topics(settings, network_topics(world.directory.participants)))
+    asyncio.run(sync_topics(settings, network_topics(world.directory.participants), settings.replication))
     if settings.sasl_username:
         participants = list(world.directory.participants)
         acl.sync(settings.bootstrap_servers, settings.sasl_password, settings.home,
@@ -174,6 +204,7 @@ def prepare(settings: Settings) -> World:
 def start(settings: Settings, nodes: Sequence[str], tracker_env: Mapping[str, str] | None = None) -> LocalNet:
     """Router, deadline tracker and ``nodes``, each its own process, all answering."""
     net = LocalNet(settings, prepare(settings))
+    net.supervise()
     try:
         net.spawn("router", ["router", "run"], principal=access.ROUTER)
         net.spawn("deadlines", ["deadlines", "run"], extra_env=tracker_env, principal=access.DEADLINES)

@@ -26,6 +26,7 @@ class Settings:
     deadline_scale: float = 1.0  # < 1 shortens every deadline clock (demonstrations only)
     replication: int = 1  # replicas of every topic CaseBridge creates (3 on a 3-node cluster)
     stall_seconds: float = 60.0  # records waiting and none handled this long: the worker exits
+    instance_id: str = ""  # static group membership: a restarted worker takes its place back
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -44,6 +45,7 @@ class Settings:
             deadline_scale=float(env.get("CASEBRIDGE_DEADLINE_SCALE", base.deadline_scale)),
             replication=int(env.get("CASEBRIDGE_REPLICATION", base.replication)),
             stall_seconds=float(env.get("CASEBRIDGE_STALL_SECONDS", base.stall_seconds)),
+            instance_id=env.get("CASEBRIDGE_INSTANCE_ID", ""),
         )
 
     @property
