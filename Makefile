@@ -35,7 +35,7 @@ test-integration: $(STAMP) ## integration tests on a real Kafka broker
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test-faults: $(STAMP) ## fault-injection tests on a 3-node KRaft cluster
-	$(PY) -m pytest -m faults tests/faults $(PYTEST_ARGS)
+	$(PY) -m pytest -m faults -s tests/faults $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff and mypy --strict
 	$(VENV)/bin/ruff check services tests bench
