@@ -1,0 +1,564 @@
+"""Load and measurement helpers of ``bench_network.py`` (issue 8, part 1).
+
+Everything here drives the real services as processes, the way ``casebridge.runtime.localnet``
+does: a dedicated local broker per measurement (so the router's consumer offsets and its
+changelog-backed chain state start empty), a trust world and topics from ``localnet.prepare``,
+envelopes sealed by ``casebridge.node.service.submit`` (real chains: sequence 1, 2, 3 … and the
+previous envelope's hash), and ``casebridge router run`` / ``casebridge node run`` subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from casebridge.core import avro
+from casebridge.node import service, store
+from casebridge.node.app import node_db
+from casebridge.router import records
+from casebridge.runtime import broker, localnet
+from casebridge.runtime.kafka import ensure_topics
+from casebridge.runtime.settings import Settings
+from casebridge.runtime.topics import network_topics
+from casebridge.runtime.world import World
+
+Say = Callable[[str], None]
+ROUTER_PRINCIPAL = "REG.ROUTER"
+
+
+# --- event flows the agreements allow -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One sender's stream of ``return_plan.proposed`` events to ``to`` (countries)."""
+
+    sender: str
+    to: tuple[str, ...]
+    consent: tuple[str, ...] = ()  # recorded once per case (consent.recorded) before the events
+
+
+# four senders, one recipient each (bilateral TH-KH, TH-VN, TH-MM agreements)
+ONE_RECIPIENT = (
+    Flow("TH.MSDHS", ("KH",)),
+    Flow("KH.MOSVY", ("TH",)),
+    Flow("VN.MOLISA", ("TH",)),
+    Flow("MM.DSW", ("TH",)),
+)
+# the same four senders, six recipients each: government focal points plus the NGOs the
+# agreements name, which need the case's ngo_sharing consent
+SIX_RECIPIENTS = (
+    Flow("TH.MSDHS", ("KH", "LA", "VN"), ("ngo_sharing",)),
+    Flow("KH.MOSVY", ("TH", "LA", "VN", "MM"), ("ngo_sharing",)),
+    Flow("VN.MOLISA", ("TH", "KH", "LA", "MM"), ("ngo_sharing",)),
+    Flow("MM.DSW", ("TH", "KH", "LA", "VN"), ("ngo_sharing",)),
+)
+CASES_PER_SENDER = 8
+
+
+def plan_doc(case_ref: str, to: Sequence[str], n: int) -> dict[str, Any]:
+    """The event of the router-kill integration test: an operational return plan."""
+    return {
+        "event_type": "return_plan.proposed",
+        "case_ref": case_ref,
+        "to": list(to),
+        "payload": {
+            "operational": {
+                "plan_ref": f"RP-{n}",
+                "window_start": "2026-12-01",
+                "window_end": "2026-12-09",
+                "checkpoint": "Poipet",
+            }
+        },
+    }
+
+
+def consent_doc(case_ref: str, sender: str, scopes: Sequence[str]) -> dict[str, Any]:
+    return {
+        "event_type": "consent.recorded",
+        "case_ref": case_ref,
+        "to": [sender.split(".")[0]],
+        "consent_scopes": list(scopes),
+        "payload": {"operational": {"scopes": list(scopes), "recorded_at": datetime.now(UTC).isoformat()}},
+    }
+
+
+@dataclass(frozen=True)
+class Sealed:
+    topic: str
+    key: bytes
+    value: bytes
+    event_id: str
+    recipients: tuple[str, ...]
+    consent: bool = False  # a consent.recorded event that precedes its case's plans
+
+
+def preseal(world: World, folder: Path, flows: Sequence[Flow], events: int) -> list[Sealed]:
+    """``events`` return plans (plus one consent.recorded per case where the flow needs it),
+    split over ``flows``, sealed and chained by the node's own ``submit`` into a fresh SQLite
+    store per sender, read back from the outbox in sequence order."""
+    out: list[Sealed] = []
+    for index, flow in enumerate(flows):
+        share = events // len(flows) + (1 if index < events % len(flows) else 0)
+        path = folder / f"{flow.sender}-{os.getpid()}-{time.monotonic_ns()}.sqlite"
+        conn = store.connect(path)
+        conn.execute("PRAGMA synchronous=OFF")  # the bench's scratch store: durability not needed
+        me = world.identity(flow.sender)
+        cases = [f"CB-B-{flow.sender}-{c}" for c in range(CASES_PER_SENDER)]
+        consents: set[str] = set()
+        if flow.consent:
+            for case in cases:
+                answer = service.submit(world, me, conn, consent_doc(case, flow.sender, flow.consent),
+                                        datetime.now(UTC))
+                if answer.status != "queued":
+                    raise RuntimeError(f"consent.recorded by {flow.sender} refused: {answer.code} "
+                                       f"{answer.why}")
+                consents.add(answer.event_id)
+        for n in range(share):
+            answer = service.submit(world, me, conn, plan_doc(cases[n % len(cases)], flow.to, n),
+                                    datetime.now(UTC))
+            if answer.status != "queued":
+                raise RuntimeError(f"{flow.sender} -> {flow.to} refused: {answer.code} {answer.why}")
+        rows = store.queued(conn, limit=share + len(consents) + 1)
+        conn.close()
+        with contextlib.suppress(OSError):
+            path.unlink()
+        assert [r.sequence for r in rows] == list(range(1, len(rows) + 1))
+        out += [
+            Sealed(f"cb.out.{flow.sender}", r.case_ref.encode(), r.envelope or b"", r.event_id,
+                   r.recipients, r.event_id in consents)
+            for r in rows
+        ]
+    return out
+
+
+# --- a dedicated broker and network per measurement -----------------------------------------
+
+
+@contextlib.contextmanager
+def dedicated_broker(base: Settings, say: Say) -> Iterator[str]:
+    """A fresh single-node unsecured broker on free ports; its bootstrap address."""
+    with tempfile.TemporaryDirectory(prefix="cb-bench-broker-") as state:
+        spec = broker.BrokerSpec(state_dir=Path(state), cache_dir=base.kafka_cache, pom=base.kafka_pom,
+                                 base_port=broker.free_base_port(), secure=False)
+        bootstrap = broker.start(spec, lambda msg: say(f"[kafka] {msg}"))
+        try:
+            yield bootstrap
+        finally:
+            broker.stop(spec, lambda msg: None)
+
+
+@contextlib.contextmanager
+def network(base: Settings, say: Say) -> Iterator[tuple[Settings, World]]:
+    """A dedicated broker, a fresh home, the trust world and every topic (``localnet.prepare``)."""
+    with (dedicated_broker(base, say) as bootstrap,
+          tempfile.TemporaryDirectory(prefix="cb-bench-home-") as home):
+        settings = replace(base, bootstrap_servers=bootstrap, home=Path(home), sasl_username="",
+                           sasl_password="", replication=1)
+        yield settings, localnet.prepare(settings)
+
+
+async def publish(bootstrap: str, envelopes: Sequence[Sealed]) -> None:
+    """Every envelope to its sender's outbox topic, keyed by case, acks=all, in chain order."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                linger_ms=5)
+    await producer.start()
+    try:
+        for env in envelopes:
+            await producer.send(env.topic, env.value, key=env.key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+# --- the router's sustained rate ------------------------------------------------------------
+
+
+@dataclass
+class AuditTally:
+    timestamps: list[int] = field(default_factory=list)  # Kafka record timestamps, ms
+    outcomes: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    deliveries: int = 0
+    timestamp_type: int | None = None
+
+
+async def read_audit(settings: Settings, schemas: avro.SchemaSet, expected: int, timeout: float,
+                     started: Callable[[], None] | None = None) -> AuditTally:
+    """Read ``cb.audit`` from the beginning until ``expected`` records (or ``timeout`` s)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    tally = AuditTally()
+    try:
+        parts = [TopicPartition(records.AUDIT_TOPIC, p)
+                 for p in sorted(consumer.partitions_for_topic(records.AUDIT_TOPIC) or {0, 1, 2})]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        if started is not None:
+            started()
+        deadline = time.monotonic() + timeout
+        while len(tally.timestamps) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for messages in batch.values():
+                for m in messages:
+                    record = avro.decode(schemas, m.value, records.AUDIT)
+                    tally.timestamps.append(int(m.timestamp))
+                    tally.timestamp_type = int(m.timestamp_type)
+                    tally.outcomes[record["outcome"]] += 1
+                    if record["code"]:
+                        tally.codes[record["code"]] += 1
+                    tally.deliveries += len(record["recipients"])
+        return tally
+    finally:
+        await consumer.stop()
+
+
+async def inbox_offsets(settings: Settings, participants: Sequence[str]) -> int:
+    """The records in every ``cb.in.<participant>`` topic (sum of end offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    partitions = {spec.name: spec.partitions for spec in network_topics(participants)}
+    try:
+        parts = [TopicPartition(f"cb.in.{p}", n) for p in participants
+                 for n in range(partitions[f"cb.in.{p}"])]
+        ends = await consumer.end_offsets(parts)
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def quarantine_sample(
+    settings: Settings, schemas: avro.SchemaSet, limit: int = 3
+) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(records.QUARANTINE_TOPIC, bootstrap_servers=settings.bootstrap_servers,
+                                group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=3000, max_records=limit)
+        found = [avro.decode(schemas, m.value, records.QUARANTINED) for ms in batch.values() for m in ms]
+        return [{k: q.get(k) for k in ("code", "why", "sender", "topic", "offset")} for q in found[:limit]]
+    finally:
+        await consumer.stop()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a running process (Linux /proc), seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def count_routed(log: Path) -> int:
+    """The ``routed`` lines in a router's JSON log (which worker did the work)."""
+    if not log.exists():
+        return 0
+    return sum(1 for line in log.read_text(errors="replace").splitlines() if '"routed"' in line)
+
+
+def router_run(
+    settings: Settings,
+    world: World,
+    envelopes: Sequence[Sealed],
+    say: Say,
+    workers: int = 1,
+    timeout: float = 300.0,
+    profile_to: Path | None = None,
+) -> dict[str, Any]:
+    """Publish the pre-sealed envelopes, then start ``workers`` router processes and time the
+    router's first to last ``cb.audit`` record (Kafka record timestamps)."""
+    asyncio.run(publish(settings.bootstrap_servers, envelopes))
+    expected = len(envelopes)
+    net = localnet.LocalNet(settings, world)
+    spy: subprocess.Popen[bytes] | None = None
+    names = ["router"] + [f"router{i}" for i in range(2, workers + 1)]
+    try:
+        spawned = time.time()
+        for name in names:
+            net.spawn(name, ["router", "run"], principal=ROUTER_PRINCIPAL)
+        if profile_to is not None:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                 str(net.services["router"].process.pid), "--format", "raw", "--rate", "100",
+                 "--nonblocking", "-o", str(profile_to)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        tally = asyncio.run(read_audit(settings, world.schemas, expected, timeout))
+        for name in names:
+            net.check_alive(name)
+        cpu = {name: cpu_seconds(net.services[name].process.pid) for name in names}
+        routed = {name: count_routed(net.services[name].log) for name in names}
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        net.stop()
+    quarantined = tally.outcomes.get("quarantined", 0)
+    recipients = sorted({r for e in envelopes for r in e.recipients})
+    stored = asyncio.run(inbox_offsets(settings, recipients))
+    ts = sorted(tally.timestamps)
+    span = (ts[-1] - ts[0]) / 1000 if len(ts) > 1 else float("nan")
+    result: dict[str, Any] = {
+        "workers": workers,
+        "envelopes": expected,
+        "consent_events": sum(e.consent for e in envelopes),
+        "senders": sorted({e.topic.removeprefix("cb.out.") for e in envelopes}),
+        "mean_envelope_bytes": round(statistics.fmean(len(e.value) for e in envelopes), 1),
+        "recipients_per_plan": max(len(e.recipients) for e in envelopes if not e.consent),
+        "audit_records": len(ts),
+        "delivered": tally.outcomes.get("delivered", 0),
+        "quarantined": quarantined,
+        "deliveries_in_audit": tally.deliveries,
+        "deliveries_expected": sum(len(e.recipients) for e in envelopes),
+        "records_in_inbox_topics": stored,
+        "audit_timestamp_type": {0: "CreateTime", 1: "LogAppendTime"}.get(tally.timestamp_type or 0),
+        "first_to_last_audit_s": round(span, 3),
+        # only a complete run has a rate; an incomplete one keeps its partial rate apart
+        "envelopes_per_s": (len(ts) - 1) / span if len(ts) == expected > 1 and span > 0 else None,
+        "partial_envelopes_per_s": (len(ts) - 1) / span if len(ts) > 1 and span > 0 else None,
+        "spawn_to_first_audit_s": round(ts[0] / 1000 - spawned, 3) if ts else None,
+        "routed_by_worker": routed,
+        # CPU the worker used from its start to the end of the run, over that wall time
+        "cpu_s_by_worker": cpu,
+        "cpu_share_by_worker": {n: round(c / (ts[-1] / 1000 - spawned), 3) if c is not None and ts else None
+                                for n, c in cpu.items()},
+        "complete": len(ts) == expected and quarantined == 0,
+    }
+    if len(ts) < expected:
+        say(f"  INCOMPLETE: {len(ts)} of {expected} audit records within {timeout:.0f} s")
+    if result["envelopes_per_s"] is not None:
+        result["deliveries_per_s"] = result["envelopes_per_s"] * tally.deliveries / max(len(ts), 1)
+    if quarantined:
+        result["quarantine_codes"] = dict(tally.codes)
+        result["quarantine_sample"] = asyncio.run(quarantine_sample(settings, world.schemas))
+        say(f"  QUARANTINED {quarantined}: {result['quarantine_sample']}")
+    return result
+
+
+# --- py-spy raw output ----------------------------------------------------------------------
+
+
+def hot_spots(raw: Path, top: int = 10) -> dict[str, Any]:
+    """Top ``top`` functions by own samples (leaf frames), and the router's own functions
+    (``casebridge/``, not the CLI) by inclusive samples."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [f.strip() for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        own[frames[-1]] += n
+        for frame in {f for f in frames if "casebridge/" in f and "cli/" not in f}:
+            inclusive[frame] += n
+
+    def rows(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [{"frame": f, "samples": n, "share": round(n / total, 3) if total else 0.0}
+                for f, n in counter.most_common(top)]
+    return {"samples": total, "self": rows(own), "casebridge_inclusive": rows(inclusive)}
+
+
+# --- end-to-end latency at a fixed rate -----------------------------------------------------
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float | None:
+        value = ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return round(value * 1000, 2) if value != float("inf") else None
+
+    return {"p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0)}
+
+
+def stored_count(db: Path) -> int:
+    """Rows in a node's inbox, read-only (WAL: the node keeps writing)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM inbox").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+@dataclass(frozen=True)
+class Phase:
+    rate: float  # events/s offered
+    seconds: float
+    drain: float  # longest wait after the last POST for the recipient to store everything
+
+
+def end_to_end(
+    settings: Settings, world: World, phases: Sequence[Phase], say: Say,
+    sender: str = "TH.MSDHS", recipient: str = "KH.MOSVY", threads: int = 16,
+) -> list[dict[str, Any]]:
+    """Sender node, router and recipient node as processes; for each phase in turn, POST events
+    to the sender's API at a fixed rate and take each event's latency from its POST's start to the
+    recipient's ``received_at`` (GET /inbox). An event not stored ``drain`` s after the phase's
+    last POST counts as infinitely late in the percentiles (p99 is then ``None``), so an
+    overloaded pipeline is never reported as fast."""
+    net = localnet.LocalNet(settings, world)
+    try:
+        net.start_node(sender)
+        net.start_node(recipient)
+        net.spawn("router", ["router", "run"], principal=ROUTER_PRINCIPAL)
+        net.wait_healthy()
+        db = node_db(settings.home, recipient)
+        for n in range(5):  # warm-up: the whole path answers before the clock starts
+            status, body = net.call(sender, "POST", "/events", plan_doc("CB-W", [recipient[:2]], n))
+            if status != 202:
+                raise RuntimeError(f"warm-up event refused: {status} {body}")
+        deadline = time.monotonic() + 120
+        while stored_count(db) < 5:
+            if time.monotonic() > deadline:
+                raise TimeoutError("warm-up events never reached the recipient")
+            time.sleep(0.2)
+        return [fixed_rate(net, db, phase, say, sender, recipient, threads) for phase in phases]
+    finally:
+        net.stop()
+
+
+def fixed_rate(net: localnet.LocalNet, db: Path, phase: Phase, say: Say, sender: str, recipient: str,
+               threads: int) -> dict[str, Any]:
+    before = stored_count(db)
+    total = int(phase.rate * phase.seconds)
+    sent: dict[str, float] = {}
+    refused: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def post(n: int) -> None:
+        at = time.time()
+        status, body = net.call(sender, "POST", "/events", plan_doc(f"CB-L-{n % 16}", [recipient[:2]], n))
+        with lock:
+            if status == 202:
+                sent[body["event_id"]] = at
+            else:
+                refused[status] += 1
+
+    say(f"  posting {total} events at {phase.rate:.0f}/s to {sender} ...")
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for n in range(total):
+            delay = start + n / phase.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(post, n)
+    posting = time.monotonic() - start
+    say(f"  posted {len(sent)} in {posting:.1f} s; waiting up to {phase.drain:.0f} s for the recipient ...")
+    deadline = time.monotonic() + phase.drain
+    while stored_count(db) < before + len(sent) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    waited = time.monotonic() - start
+    received: dict[str, float] = {}
+    cursor = ""
+    while True:
+        page = net.call(recipient, "GET", f"/inbox?after={quote(cursor)}&limit=500")[1]
+        for event in page["events"]:
+            received[event["event_id"]] = datetime.fromisoformat(event["received_at"]).timestamp()
+        if not page["next"] or len(page["events"]) < 500:
+            break
+        cursor = page["next"]
+    latencies = [received[e] - at for e, at in sent.items() if e in received]
+    late = [float("inf")] * (len(sent) - len(latencies))
+    say(f"  {len(latencies)}/{len(sent)} stored {waited:.0f} s after the first POST")
+    return {
+        "sender": sender,
+        "recipient": recipient,
+        "target_rate_per_s": phase.rate,
+        "seconds": phase.seconds,
+        "client_threads": threads,
+        "posted": len(sent),
+        "refused_by_status": {str(k): v for k, v in refused.items()},
+        "achieved_post_rate_per_s": round(len(sent) / posting, 1),
+        "received": len(latencies),
+        "not_stored_in_time": len(late),
+        "waited_until_s": round(waited, 1),
+        "drain_limit_s": phase.drain,
+        "overloaded": bool(late) or len(sent) < 0.95 * total,
+        "latency_from": "POST /events start (client clock) -> recipient inbox received_at",
+        **percentiles(latencies + late),
+        "received_only": percentiles(latencies),
+    }
+
+
+async def passthrough_latency(bootstrap: str, payloads: Sequence[bytes], rate: float, seconds: float,
+                              tag: str) -> dict[str, Any]:
+    """Baseline A at a fixed rate: producer -> passthrough (consume, produce) -> consumer, in one
+    process; latency = consume time - produce time (the time travels in a record header)."""
+    source, sink = f"bench.lat.src.{tag}", f"bench.lat.sink.{tag}"
+    await ensure_topics(Settings(bootstrap_servers=bootstrap), [source, sink], 1, 1)
+    total = int(rate * seconds)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    relay_out = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    relay_in = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench.lat.{tag}",
+                                auto_offset_reset="earliest", enable_auto_commit=True)
+    sink_in = AIOKafkaConsumer(sink, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    for client in (producer, relay_out, relay_in, sink_in):
+        await client.start()
+    latencies: list[float] = []
+
+    async def relay() -> None:
+        done = 0
+        while done < total:
+            batch = await relay_in.getmany(timeout_ms=1000, max_records=500)
+            for messages in batch.values():
+                for m in messages:
+                    await relay_out.send(sink, m.value, key=m.key, headers=list(m.headers))
+                done += len(messages)
+
+    async def drain() -> None:
+        while len(latencies) < total:
+            batch = await sink_in.getmany(timeout_ms=1000, max_records=500)
+            now = time.time()
+            for messages in batch.values():
+                for m in messages:
+                    latencies.append(now - float(dict(m.headers)["t"].decode()))
+
+    try:
+        tasks = [asyncio.ensure_future(relay()), asyncio.ensure_future(drain())]
+        start = time.monotonic()
+        for n in range(total):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(source, payloads[n % len(payloads)], key=f"CB-{n % 16}".encode(),
+                                headers=[("t", repr(time.time()).encode())])
+        posting = time.monotonic() - start
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=max(120.0, seconds * 2))
+        return {"target_rate_per_s": rate, "seconds": seconds, "records": total,
+                "achieved_rate_per_s": round(total / posting, 1), **percentiles(latencies)}
+    finally:
+        for client in (producer, relay_out, relay_in, sink_in):
+            await client.stop()
