@@ -25,7 +25,7 @@ log = get_logger("casebridge.kafka")
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable_idempotence": True,
-    "linger_ms": 5,
+    "linger_ms": 0,  # CaseBridge awaits each acknowledgement: waiting to batch only adds latency
     "request_timeout_ms": 30000,
 }
 
@@ -57,6 +57,8 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
 
     Tables live in memory and are rebuilt from their changelog topics on start.
     """
+    datadir = settings.home / "faust" / f"{app_id}-data"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.bootstrap_servers}",
         "store": "memory://",
@@ -69,6 +71,7 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
         "broker_commit_every": 100,
         "broker_commit_interval": 1.0,
         "consumer_auto_offset_reset": "earliest",
+        "datadir": str(datadir),  # under the home, not the working directory
         "topic_replication_factor": settings.replication,  # changelogs survive a broker's loss
         # a worker that died without leaving (SIGKILL) holds its partitions until its session
         # expires: 15 s instead of faust's 60 s bounds that pause (heartbeats every 3 s)
