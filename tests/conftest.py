@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from casebridge.runtime import broker
+from casebridge.runtime import broker, tls
 from casebridge.runtime.settings import Settings
 
 
@@ -37,6 +37,7 @@ class KafkaHandle:
                 bootstrap_servers=self.bootstrap,
                 sasl_username=broker.ADMIN,
                 sasl_password=broker.admin_password(self.spec),
+                kafka_ca=str(tls.paths(self.spec.state_dir).ca_cert) if self.spec.tls else "",
             )
         return Settings(bootstrap_servers=self.bootstrap)
 
@@ -47,6 +48,7 @@ class KafkaHandle:
             {
                 "CASEBRIDGE_SASL_USERNAME": settings.sasl_username,
                 "CASEBRIDGE_SASL_PASSWORD": settings.sasl_password,
+                "CASEBRIDGE_KAFKA_CA": settings.kafka_ca,
             }
             if settings.sasl_username
             else {}
@@ -66,8 +68,9 @@ def docker_engine_answers() -> bool:
     return done.returncode == 0
 
 
-def launcher_broker(state_dir: Path, secure: bool = False) -> Iterator[KafkaHandle]:
-    """A broker of the project's launcher on free ports; ``secure``: SASL/SCRAM + ACLs."""
+def launcher_broker(state_dir: Path, secure: bool = False, tls: bool = False) -> Iterator[KafkaHandle]:
+    """A broker of the project's launcher on free ports; ``secure``: SASL/SCRAM + ACLs; ``tls``:
+    over TLS with a local CA."""
     settings = Settings.from_env()
     spec = broker.BrokerSpec(
         state_dir=state_dir,
@@ -75,6 +78,7 @@ def launcher_broker(state_dir: Path, secure: bool = False) -> Iterator[KafkaHand
         pom=settings.kafka_pom,
         base_port=free_base_port(),
         secure=secure,
+        tls=tls,
     )
     bootstrap = broker.start(spec, lambda msg: print(f"[kafka] {msg}", file=sys.stderr))
     try:

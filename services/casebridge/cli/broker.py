@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from casebridge.runtime import broker
+from casebridge.runtime import broker, tls
 from casebridge.runtime.settings import Settings
 
 
@@ -20,6 +20,9 @@ def register(sub: Any) -> None:
     start.add_argument("--secure", action="store_true",
                        help="SASL/SCRAM-SHA-512 + ACL authorizer, deny by default (admin password in "
                             "STATE_DIR/admin.secret)")
+    start.add_argument("--tls", action="store_true",
+                       help="with --secure: SASL_SSL, certificates from a local CA made in "
+                            "STATE_DIR/tls (clients trust STATE_DIR/tls/ca.pem: CASEBRIDGE_KAFKA_CA)")
     start.set_defaults(func=cmd_start)
     for name, func in (("stop", cmd_stop), ("status", cmd_status)):
         actions.add_parser(name, help=f"{name} the local broker").set_defaults(func=func)
@@ -30,12 +33,13 @@ def register(sub: Any) -> None:
 def spec_from(args: argparse.Namespace, settings: Settings) -> broker.BrokerSpec:
     state = args.state_dir or settings.broker_dir
     nodes, port = getattr(args, "nodes", None), getattr(args, "port", None)
-    secure = bool(getattr(args, "secure", False))
+    tls = bool(getattr(args, "tls", False))
+    secure = bool(getattr(args, "secure", False)) or tls
     if nodes is None and (state / "nodes").exists():
-        saved = [int(x) for x in (state / "nodes").read_text().split()]
-        nodes, port, secure = saved[0], saved[1], bool(saved[2]) if len(saved) > 2 else False
+        saved = [int(x) for x in (state / "nodes").read_text().split()] + [0, 0]
+        nodes, port, secure, tls = saved[0], saved[1], bool(saved[2]), bool(saved[3])
     return broker.BrokerSpec(state_dir=state, cache_dir=settings.kafka_cache, pom=settings.kafka_pom,
-                             nodes=nodes or 1, base_port=port or 9092, secure=secure)
+                             nodes=nodes or 1, base_port=port or 9092, secure=secure, tls=tls)
 
 
 def progress(message: str) -> None:
@@ -43,7 +47,11 @@ def progress(message: str) -> None:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    bootstrap = broker.start(spec_from(args, Settings.from_env()), progress)
+    spec = spec_from(args, Settings.from_env())
+    bootstrap = broker.start(spec, progress)
+    if spec.tls:
+        progress(f"TLS: clients trust {tls.paths(spec.state_dir).ca_cert} "
+                 f"(export CASEBRIDGE_KAFKA_CA={tls.paths(spec.state_dir).ca_cert})")
     print(bootstrap)
     return 0
 

@@ -29,7 +29,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     secret = (args.admin_secret or settings.broker_dir / "admin.secret").read_text().strip()
     participants = list(world.directory.participants)
     report = acl.sync(settings.bootstrap_servers, secret, settings.home,
-                      access.grants_for(participants), access.principals(participants))
+                      access.grants_for(participants), access.principals(participants), settings.kafka_ca)
     print(f"{report.users} SCRAM users ({report.users_deleted} removed); ACLs: {report.created} created, "
           f"{report.deleted} removed; passwords in {acl.secret_path(settings.home, 'X').parent}")
     return 0

@@ -60,10 +60,12 @@ def password_of(home: Path, principal: str) -> str:
     return path.read_text().strip()
 
 
-def admin_client(bootstrap: str, admin_password: str) -> AdminClient:
+def admin_client(bootstrap: str, admin_password: str, ca: str = "") -> AdminClient:
+    """The admin's client; ``ca``: the CA certificate to trust on a TLS listener."""
+    tls = {"security.protocol": "SASL_SSL", "ssl.ca.location": ca} if ca else {}
     return AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
                         "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": ADMIN,
-                        "sasl.password": admin_password})
+                        "sasl.password": admin_password, **tls})
 
 
 def binding(grant: Grant) -> AclBinding:
@@ -112,8 +114,8 @@ def sync_users(admin: AdminClient, home: Path, principals: Iterable[str]) -> tup
 
 
 def sync(bootstrap: str, admin_password: str, home: Path, grants: Iterable[Grant],
-         principals: Iterable[str]) -> Report:
-    admin = admin_client(bootstrap, admin_password)
+         principals: Iterable[str], ca: str = "") -> Report:
+    admin = admin_client(bootstrap, admin_password, ca)
     users, users_deleted = sync_users(admin, home, principals)
     created, deleted = sync_acls(admin, grants)
     return Report(created, deleted, users, users_deleted)

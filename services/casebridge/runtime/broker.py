@@ -26,10 +26,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
 
 from casebridge.core.errors import CaseBridgeError
+from casebridge.runtime import tls
 
 Progress = Callable[[str], None]
 
@@ -84,6 +87,14 @@ class BrokerSpec:
     heap: tuple[str, ...] = ("-Xms128m", "-Xmx384m")
     start_timeout: float = 90.0
     secure: bool = False  # SASL/SCRAM-SHA-512 for clients, StandardAuthorizer, deny by default
+    tls: bool = False  # with ``secure``: SASL_SSL, certificates from a local CA (runtime.tls)
+
+    @property
+    def listener(self) -> str:
+        """The security protocol (and listener name) of the client and inter-broker listener."""
+        if not self.secure:
+            return "PLAINTEXT"
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
 
     def client_port(self, node: int) -> int:
         return self.base_port + 2 * (node - 1)
@@ -183,12 +194,16 @@ def admin_password(spec: BrokerSpec) -> str:
     return path.read_text().strip()
 
 
-def client_auth(spec: BrokerSpec) -> dict[str, str]:
+def client_auth(spec: BrokerSpec) -> dict[str, Any]:
     """aiokafka settings for the launcher's own admin connection ({} when not secured)."""
     if not spec.secure:
         return {}
-    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM,
-            "sasl_plain_username": ADMIN, "sasl_plain_password": admin_password(spec)}
+    auth: dict[str, Any] = {"security_protocol": spec.listener, "sasl_mechanism": SCRAM,
+                            "sasl_plain_username": ADMIN, "sasl_plain_password": admin_password(spec)}
+    if spec.tls:
+        local = tls.ensure_local_ca(spec.state_dir, hosts=(spec.host,))
+        auth["ssl_context"] = create_ssl_context(cafile=str(local.ca_cert))
+    return auth
 
 
 def security_properties(spec: BrokerSpec) -> dict[str, str]:
@@ -196,17 +211,28 @@ def security_properties(spec: BrokerSpec) -> dict[str, str]:
     loopback; StandardAuthorizer with no access unless an ACL grants it."""
     jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" '
             f'password="{admin_password(spec)}";')
-    return {
-        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name": "SASL_PLAINTEXT",
+    name = spec.listener
+    props = {
+        "listener.security.protocol.map": f"{name}:{name},CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": name,
         "sasl.enabled.mechanisms": SCRAM,
         "sasl.mechanism.inter.broker.protocol": SCRAM,
-        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": jaas,
+        f"listener.name.{name.lower()}.{SCRAM.lower()}.sasl.jaas.config": jaas,
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         # the controller listener is PLAINTEXT on 127.0.0.1: its peers are ANONYMOUS
         "super.users": f"User:{ADMIN};User:ANONYMOUS",
     }
+    if spec.tls:  # PEM stores (Kafka 2.7+): the brokers' key and chain, and the CA they trust
+        local = tls.ensure_local_ca(spec.state_dir, hosts=(spec.host,))
+        props |= {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(local.server.resolve()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(local.ca_cert.resolve()),
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+    return props
 
 
 def server_properties(spec: BrokerSpec, node: int) -> str:
@@ -239,7 +265,7 @@ def server_properties(spec: BrokerSpec, node: int) -> str:
         "log.retention.hours": "168",
     }
     if spec.secure:
-        client = f"SASL_PLAINTEXT://{spec.host}:{spec.client_port(node)}"
+        client = f"{spec.listener}://{spec.host}:{spec.client_port(node)}"
         lines |= security_properties(spec)
         lines["listeners"] = f"{client},CONTROLLER://{spec.host}:{spec.controller_port(node)}"
         lines["advertised.listeners"] = client
@@ -364,7 +390,7 @@ def log_tail(spec: BrokerSpec, node: int, lines: int = 20) -> str:
     return "\n".join([*errors, "...", *text[-lines:]] if errors else text[-lines:])
 
 
-async def _cluster_size(bootstrap: str, auth: Mapping[str, str]) -> int:
+async def _cluster_size(bootstrap: str, auth: Mapping[str, Any]) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **auth)
     try:
         await admin.start()
@@ -374,7 +400,7 @@ async def _cluster_size(bootstrap: str, auth: Mapping[str, str]) -> int:
         await admin.close()
 
 
-def answers(bootstrap: str, nodes: int, auth: Mapping[str, str] | None = None) -> bool:
+def answers(bootstrap: str, nodes: int, auth: Mapping[str, Any] | None = None) -> bool:
     """True once a metadata request lists every node as a broker (call from sync code only)."""
     quiet = logging.getLogger("aiokafka")
     level = quiet.level
@@ -402,6 +428,8 @@ def wait_until_up(spec: BrokerSpec, pids: dict[int, int], progress: Progress) ->
 
 def start(spec: BrokerSpec, progress: Progress) -> str:
     """Start the cluster (idempotent) and return its bootstrap address once it answers."""
+    if spec.tls and not spec.secure:
+        raise BrokerError("TLS is offered with the secured listener only: use --secure with --tls")
     running = {n: pid for n in spec.node_ids if (pid := pid_of(spec, n)) is not None}
     if len(running) == spec.nodes and answers(spec.bootstrap, spec.nodes, client_auth(spec)):
         progress(f"already running at {spec.bootstrap}")
@@ -412,7 +440,8 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
     libs = resolve_jars(spec, progress)
     check_ports(spec)
     (spec.state_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
-    (spec.state_dir / "nodes").write_text(f"{spec.nodes} {spec.base_port} {int(spec.secure)}\n")
+    (spec.state_dir / "nodes").write_text(
+        f"{spec.nodes} {spec.base_port} {int(spec.secure)} {int(spec.tls)}\n")
     progress(f"starting {spec.nodes} Kafka node(s) on {spec.bootstrap} ...")
     pids = {node: spawn_node(java, spec, libs, node) for node in spec.node_ids}
     try:

@@ -84,7 +84,8 @@ def create_app(settings: Settings, app_id: str, **conf: Any) -> faust.App:
         options["consumer_group_instance_id"] = settings.instance_id
     if settings.sasl_username:
         options["broker_credentials"] = faust.SASLCredentials(
-            username=settings.sasl_username, password=settings.sasl_password, mechanism="SCRAM-SHA-512"
+            username=settings.sasl_username, password=settings.sasl_password, mechanism="SCRAM-SHA-512",
+            ssl_context=settings.ssl_context(),  # with a context faust speaks SASL_SSL
         )
     options.update(conf)
     return faust.App(app_id, **options)

@@ -74,6 +74,7 @@ class LocalNet:
             "CASEBRIDGE_LOG_FORMAT": "json",
             "CASEBRIDGE_REPLICATION": str(self.settings.replication),
             "CASEBRIDGE_STALL_SECONDS": str(self.settings.stall_seconds),
+            "CASEBRIDGE_KAFKA_CA": self.settings.kafka_ca,
             **secured,
             **(extra or {}),
         }
@@ -197,7 +198,7 @@ def prepare(settings: Settings) -> World:
     if settings.sasl_username:
         participants = list(world.directory.participants)
         acl.sync(settings.bootstrap_servers, settings.sasl_password, settings.home,
-                 access.grants_for(participants), access.principals(participants))
+                 access.grants_for(participants), access.principals(participants), settings.kafka_ca)
     return world
 
 

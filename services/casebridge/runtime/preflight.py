@@ -69,10 +69,7 @@ def admin_config(settings: Settings, errors: list[KafkaError]) -> dict[str, Any]
     """librdkafka reports a refused login only to ``error_cb`` (the request itself times out)."""
     return {
         "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": settings.sasl_username,
-        "sasl.password": settings.sasl_password,
+        **settings.librdkafka_auth,
         "socket.timeout.ms": 10_000,
         "error_cb": errors.append,
         "log_level": 0,

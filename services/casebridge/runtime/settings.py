@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """The source tree (``services/casebridge/runtime`` is three levels below it)."""
@@ -23,6 +25,7 @@ class Settings:
     log_level: str = "info"
     sasl_username: str = ""  # SCRAM-SHA-512 user (a participant id) on a secured cluster
     sasl_password: str = field(default="", repr=False)  # never printed
+    kafka_ca: str = ""  # CA certificate (PEM) to trust: the listener is then SASL_SSL (TLS)
     deadline_scale: float = 1.0  # < 1 shortens every deadline clock (demonstrations only)
     replication: int = 1  # replicas of every topic CaseBridge creates (3 on a 3-node cluster)
     stall_seconds: float = 60.0  # records waiting and none handled this long: the worker exits
@@ -42,6 +45,7 @@ class Settings:
             log_level=env.get("CASEBRIDGE_LOG_LEVEL", base.log_level),
             sasl_username=env.get("CASEBRIDGE_SASL_USERNAME", ""),
             sasl_password=env.get("CASEBRIDGE_SASL_PASSWORD", ""),
+            kafka_ca=env.get("CASEBRIDGE_KAFKA_CA", ""),
             deadline_scale=float(env.get("CASEBRIDGE_DEADLINE_SCALE", base.deadline_scale)),
             replication=int(env.get("CASEBRIDGE_REPLICATION", base.replication)),
             stall_seconds=float(env.get("CASEBRIDGE_STALL_SECONDS", base.stall_seconds)),
@@ -49,12 +53,38 @@ class Settings:
         )
 
     @property
-    def kafka_auth(self) -> dict[str, str]:
-        """aiokafka SASL settings, or {} on an unsecured (loopback development) broker."""
+    def security_protocol(self) -> str:
+        if not self.sasl_username:
+            return "PLAINTEXT"
+        return "SASL_SSL" if self.kafka_ca else "SASL_PLAINTEXT"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A TLS context trusting ``kafka_ca`` (and nothing else), or None without TLS."""
+        return ssl.create_default_context(cafile=self.kafka_ca) if self.kafka_ca else None
+
+    @property
+    def kafka_auth(self) -> dict[str, Any]:
+        """aiokafka SASL (and TLS) settings, or {} on an unsecured (loopback development) broker."""
         if not self.sasl_username:
             return {}
-        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-                "sasl_plain_username": self.sasl_username, "sasl_plain_password": self.sasl_password}
+        auth: dict[str, Any] = {
+            "security_protocol": self.security_protocol, "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": self.sasl_username, "sasl_plain_password": self.sasl_password}
+        if self.kafka_ca:
+            auth["ssl_context"] = self.ssl_context()
+        return auth
+
+    @property
+    def librdkafka_auth(self) -> dict[str, Any]:
+        """The same for confluent-kafka (librdkafka) clients."""
+        if not self.sasl_username:
+            return {}
+        auth: dict[str, Any] = {
+            "security.protocol": self.security_protocol, "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": self.sasl_username, "sasl.password": self.sasl_password}
+        if self.kafka_ca:
+            auth["ssl.ca.location"] = self.kafka_ca
+        return auth
 
     @property
     def kafka_pom(self) -> Path:
