@@ -35,7 +35,7 @@ from casebridge.core import avro
 from casebridge.node import service, store
 from casebridge.node.app import node_db
 from casebridge.router import records
-from casebridge.runtime import broker, localnet
+from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.kafka import ensure_topics
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics
@@ -77,19 +77,7 @@ CASES_PER_SENDER = 8
 
 def plan_doc(case_ref: str, to: Sequence[str], n: int) -> dict[str, Any]:
     """The event of the router-kill integration test: an operational return plan."""
-    return {
-        "event_type": "return_plan.proposed",
-        "case_ref": case_ref,
-        "to": list(to),
-        "payload": {
-            "operational": {
-                "plan_ref": f"RP-{n}",
-                "window_start": "2026-12-01",
-                "window_end": "2026-12-09",
-                "checkpoint": "Poipet",
-            }
-        },
-    }
+    return scenario.return_plan(case_ref, n, to)
 
 
 def consent_doc(case_ref: str, sender: str, scopes: Sequence[str]) -> dict[str, Any]:

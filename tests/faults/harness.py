@@ -25,7 +25,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from casebridge.node.app import node_db
-from casebridge.runtime import broker, localnet
+from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.kafka import new_consumer
 from casebridge.runtime.settings import Settings
 
@@ -44,19 +44,7 @@ class Cluster:
 
 def plan(case_ref: str, n: int) -> dict[str, Any]:
     """A return plan from TH.MSDHS to Cambodia; ``n`` is carried in its reference."""
-    return {
-        "event_type": "return_plan.proposed",
-        "case_ref": case_ref,
-        "to": ["KH"],
-        "payload": {
-            "operational": {
-                "plan_ref": f"RP-{n}",
-                "window_start": "2026-12-01",
-                "window_end": "2026-12-09",
-                "checkpoint": "Poipet",
-            }
-        },
-    }
+    return scenario.return_plan(case_ref, n)
 
 
 @dataclass

@@ -279,20 +279,7 @@ def test_a_router_killed_mid_stream_loses_nothing(net: localnet.LocalNet) -> Non
             net.stop_service("router", signal.SIGKILL)
         if n == 20:
             net.spawn("router", ["router", "run"], principal=access.ROUTER)
-        doc = {
-            "event_type": "return_plan.proposed",
-            "case_ref": f"CB-K-{n % 4}",
-            "to": ["KH"],
-            "payload": {
-                "operational": {
-                    "plan_ref": f"RP-{n}",
-                    "window_start": "2026-12-01",
-                    "window_end": "2026-12-09",
-                    "checkpoint": "Poipet",
-                }
-            },
-        }
-        status, body = net.call("TH.MSDHS", "POST", "/events", doc)
+        status, body = net.call("TH.MSDHS", "POST", "/events", scenario.return_plan(f"CB-K-{n % 4}", n))
         assert status == 202, body
         sent.append(body["event_id"])
     assert scenario.wait_for(

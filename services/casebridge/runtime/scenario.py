@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -304,6 +304,24 @@ def submit(net: LocalNet, step: Step, ctx: Context) -> tuple[int, dict[str, Any]
         doc["correlation_id"] = ctx.ids[step.answers]
     status, body = net.call(step.actor, "POST", "/events", doc)
     return status, body
+
+
+def return_plan(case_ref: str, n: int, to: Sequence[str] = ("KH",)) -> dict[str, Any]:
+    """A bulk test event: an operational return plan (no personal data), ``n`` in its reference.
+    Used by the fault tests, the network benchmark and the router-kill integration test."""
+    return {
+        "event_type": "return_plan.proposed",
+        "case_ref": case_ref,
+        "to": list(to),
+        "payload": {
+            "operational": {
+                "plan_ref": f"RP-{n}",
+                "window_start": "2026-12-01",
+                "window_end": "2026-12-09",
+                "checkpoint": "Poipet",
+            }
+        },
+    }
 
 
 def wait_for(check: Callable[[], bool], timeout: float) -> bool:
