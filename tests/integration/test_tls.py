@@ -91,10 +91,7 @@ def test_the_network_runs_end_to_end_over_tls(tls_broker: KafkaHandle, tmp_path:
     net = localnet.start(replace(tls_broker.settings, home=tmp_path), ("TH.MSDHS", "KH.MOSVY"))
     try:
         case = f"CB-TLS-{uuid.uuid4().hex[:6]}"
-        doc = {"event_type": "return_plan.proposed", "case_ref": case, "to": ["KH"],
-               "payload": {"operational": {"plan_ref": "RP-TLS", "window_start": "2026-12-01",
-                                           "window_end": "2026-12-09", "checkpoint": "Poipet"}}}
-        status, body = net.call("TH.MSDHS", "POST", "/events", doc)
+        status, body = net.call("TH.MSDHS", "POST", "/events", scenario.return_plan(case, 0))
         assert status == 202, body
         assert scenario.wait_for(
             lambda: any(e["event_id"] == body["event_id"] for e in scenario.inbox(net, "KH.MOSVY")), 90
