@@ -68,15 +68,18 @@ def docker_engine_answers() -> bool:
     return done.returncode == 0
 
 
-def launcher_broker(state_dir: Path, secure: bool = False, tls: bool = False) -> Iterator[KafkaHandle]:
-    """A broker of the project's launcher on free ports; ``secure``: SASL/SCRAM + ACLs; ``tls``:
-    over TLS with a local CA."""
+def launcher_broker(
+    state_dir: Path, secure: bool = False, tls: bool = False, nodes: int = 1
+) -> Iterator[KafkaHandle]:
+    """A broker (or a ``nodes``-node cluster) of the project's launcher on free ports; ``secure``:
+    SASL/SCRAM + ACLs; ``tls``: over TLS with a local CA."""
     settings = Settings.from_env()
     spec = broker.BrokerSpec(
         state_dir=state_dir,
         cache_dir=settings.kafka_cache,
         pom=settings.kafka_pom,
-        base_port=free_base_port(),
+        nodes=nodes,
+        base_port=broker.free_base_port(nodes=nodes),
         secure=secure,
         tls=tls,
     )

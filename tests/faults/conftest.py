@@ -6,48 +6,40 @@ Never skipped: when the cluster cannot be had, every fault test fails with the r
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
-from casebridge.runtime import broker, localnet
+from casebridge.runtime import localnet
 from casebridge.runtime.settings import Settings
+from tests.conftest import launcher_broker
 from tests.faults.harness import NODES, Cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    base = Settings.from_env()
-    spec = broker.BrokerSpec(
-        state_dir=tmp_path_factory.mktemp("cluster"),
-        cache_dir=base.kafka_cache,
-        pom=base.kafka_pom,
-        nodes=3,
-        base_port=broker.free_base_port(nodes=3),
-        secure=True,
-    )
+    source = launcher_broker(tmp_path_factory.mktemp("cluster"), secure=True, nodes=3)
     try:
-        bootstrap = broker.start(spec, lambda msg: print(f"[kafka] {msg}", file=sys.stderr))
+        handle = next(source)
     except Exception as exc:  # say why, and fail: a fault test never skips
         pytest.fail(f"no 3-node Kafka cluster could be started for the fault tests: {exc}", pytrace=False)
+    assert handle.spec is not None
     settings = replace(
-        base,
-        bootstrap_servers=bootstrap,
+        Settings.from_env(),
+        bootstrap_servers=handle.bootstrap,
         home=tmp_path_factory.mktemp("faulthome"),
-        sasl_username=broker.ADMIN,
-        sasl_password=broker.admin_password(spec),
+        sasl_username=handle.settings.sasl_username,
+        sasl_password=handle.settings.sasl_password,
         replication=3,
         stall_seconds=30.0,
     )
     try:
         net = localnet.start(settings, NODES)
-    except BaseException:
-        broker.stop(spec, lambda msg: None)
-        raise
-    try:
-        yield Cluster(spec, settings, net)
+        try:
+            yield Cluster(handle.spec, settings, net)
+        finally:
+            net.stop()
     finally:
-        net.stop()
-        broker.stop(spec, lambda msg: None)
+        for _ in source:  # stops the cluster
+            pass

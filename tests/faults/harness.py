@@ -104,12 +104,6 @@ class Sender:
                 future.result()
         self.finished = time.monotonic()
 
-    def wait_posted(self, n: int, timeout: float = 600.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.posted < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {self.posted} of {n} events posted")
-            time.sleep(0.05)
 
 
 def _read(settings: Settings, participant: str, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

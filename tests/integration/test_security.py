@@ -24,6 +24,7 @@ from casebridge.runtime.scenario import wait_for as scenario_wait
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
 from casebridge.runtime.world import World, bootstrap_network
+from tests.conftest import launcher_broker
 
 pytestmark = pytest.mark.kafka
 
@@ -43,24 +44,14 @@ class Secured:
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """A secured broker of its own, the network's topics, users and ACLs."""
-    settings = Settings.from_env()
-    spec = broker.BrokerSpec(
-        state_dir=tmp_path_factory.mktemp("secbroker"),
-        cache_dir=settings.kafka_cache,
-        pom=settings.kafka_pom,
-        base_port=broker.free_base_port(),
-        secure=True,
-    )
-    bootstrap = broker.start(spec, print)
+    source = launcher_broker(tmp_path_factory.mktemp("secbroker"), secure=True)
+    handle = next(source)
+    assert handle.spec is not None
+    spec, bootstrap = handle.spec, handle.bootstrap
     try:
         home = tmp_path_factory.mktemp("sechome")
         world = bootstrap_network(home, datetime.now(UTC))
-        admin = Settings(
-            bootstrap_servers=bootstrap,
-            home=home,
-            sasl_username=broker.ADMIN,
-            sasl_password=broker.admin_password(spec),
-        )
+        admin = replace(handle.settings, home=home)
         participants = list(world.directory.participants)
         asyncio.run(sync_topics(admin, network_topics(participants)))
         acl.sync(
@@ -74,7 +65,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         assert asyncio.run(authenticates(secured.as_user(access.MONITOR), deadline=30))
         yield secured
     finally:
-        broker.stop(spec, print)
+        for _ in source:  # stops the broker
+            pass
 
 
 async def authenticates(settings: Settings, deadline: float) -> bool:
