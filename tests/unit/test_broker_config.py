@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,13 @@ def test_missing_maven_is_reported_with_its_fix(monkeypatch: pytest.MonkeyPatch,
     missing = broker.BrokerSpec(state_dir=tmp_path, cache_dir=tmp_path / "cache", pom=pom)
     with pytest.raises(broker.MavenMissing, match="Maven"):
         broker.resolve_jars(missing, lambda _: None)
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A UUID whose base64 starts with ``-`` is drawn again, as Kafka does; the id is kept."""
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(int=1 << 100)])
+    monkeypatch.setattr(broker.uuid, "uuid4", lambda: next(drawn))
+    local = broker.BrokerSpec(state_dir=tmp_path, cache_dir=tmp_path / "c", pom=Path("pom.xml"))
+    first = broker.cluster_id(local)
+    assert first == base64.urlsafe_b64encode((1 << 100).to_bytes(16, "big")).decode().rstrip("=")
+    assert broker.cluster_id(local) == first

@@ -273,12 +273,24 @@ def server_properties(spec: BrokerSpec, node: int) -> str:
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka's own ``Uuid.randomUuid()`` makes it.
+
+    The id is URL-safe base64 of a UUID; one in 16 of those starts with ``-``, which Kafka's
+    command-line tools read as an option ("argument --cluster-id: expected one argument"), so,
+    like Kafka, draw again until it does not.
+    """
+    while True:
+        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not raw.startswith("-"):
+            return raw
+
+
 def cluster_id(spec: BrokerSpec) -> str:
     """The cluster's id, made once and kept in the state folder."""
     path = spec.state_dir / "cluster.id"
     if not path.exists():
-        raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        path.write_text(raw)
+        path.write_text(new_cluster_id())
     return path.read_text().strip()
 
 
@@ -303,7 +315,7 @@ def prepare_node(java: str, spec: BrokerSpec, libs: Path, node: int) -> Path:
         return props
     scram = ["--add-scram", f"{SCRAM}=[name={ADMIN},password={admin_password(spec)}]"] if spec.secure else []
     command = java_command(java, spec, libs, "kafka.tools.StorageTool",
-                           "format", "-t", cluster_id(spec), "-c", str(props), *scram)
+                           "format", f"--cluster-id={cluster_id(spec)}", "-c", str(props), *scram)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BrokerError(f"formatting KRaft storage of node {node} failed:\n{done.stdout}{done.stderr}")
