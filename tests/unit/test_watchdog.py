@@ -61,19 +61,3 @@ def test_waiting_on_purpose_is_not_a_stall(monkeypatch: pytest.MonkeyPatch) -> N
     """A router that waits for a current directory (fail closed) is not restarted."""
     assert run_guard(monkeypatch, {"cb.out.TH.MSDHS/0": 228}, [5], on_purpose=True) == []
 
-
-def test_positions_catch_a_forward_jump_in_a_partition() -> None:
-    """Contiguous offsets pass; a jump names the last offset handled; other partitions apart."""
-    positions = watchdog.Positions()
-    assert [positions.skipped("cb.out.A", 0, n) for n in (550, 551, 552)] == [None, None, None]
-    assert positions.skipped("cb.out.B", 0, 9) is None  # first record of another partition
-    assert positions.skipped("cb.out.A", 0, 551) is None  # read again (redelivery): not a skip
-    assert positions.skipped("cb.out.A", 0, 651) == 552
-
-
-def test_positions_forget_on_revocation() -> None:
-    """After a rebalance a partition may resume anywhere: no skip is claimed."""
-    positions = watchdog.Positions()
-    positions.skipped("cb.out.A", 0, 10)
-    positions.forget()
-    assert positions.skipped("cb.out.A", 0, 500) is None

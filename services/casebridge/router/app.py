@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 
 from casebridge.core import relay
 from casebridge.core.model import CaseState, Header
-from casebridge.router import records
+from casebridge.router import gaps, records
 from casebridge.runtime import watchdog
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic, retrying
 from casebridge.runtime.logging import get_logger
@@ -43,9 +43,9 @@ class Router:
     seen: Any
     senders: Any
     cases: Any
+    routed_to: Any  # outbox partition -> the last offset routed (gaps.py)
     producer: LazyProducer
     handled: int = 0  # records taken from the outboxes (the stall guard watches it move)
-    positions: watchdog.Positions = field(default_factory=watchdog.Positions)
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
@@ -64,6 +64,7 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
         seen=app.Table("router-seen", partitions=1),
         senders=app.Table("router-senders", partitions=1),
         cases=app.Table("router-cases", partitions=1),
+        routed_to=app.Table("router-offsets", partitions=1),
         producer=LazyProducer(app, settings),
     )
     outboxes = [f"{relay.OUT_PREFIX}{pid}" for pid in sorted(world.directory.participants)]
@@ -72,23 +73,15 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
     async def route_events(stream: Any) -> AsyncIterator[None]:
         async for event in stream.events():
             message = event.message
-            last = router.positions.skipped(message.topic, message.partition, message.offset)
-            if last is not None:
-                log.error("offsets_skipped", topic=message.topic, partition=message.partition,
-                          last_handled=last, got=message.offset,
-                          action=f"exit {watchdog.STALLED_EXIT}: the next worker resumes in order")
-                os._exit(watchdog.STALLED_EXIT)
-            await retrying(router.producer, "route", partial(route_one, router, event))
-            router.handled += 1
+            missing = gaps.gap(router.routed_to.get(gaps.mark(message.topic, message.partition)),
+                               message.offset)
+            if missing:
+                await catch_up(router, message.topic, message.partition, missing)
+            await route_and_mark(router, event)
             yield None
 
     app.agent(source, name="route")(route_events)
     follow_directory(app, router)
-
-    async def forget_positions(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        router.positions.forget()
-
-    app.on_partitions_revoked.connect(forget_positions)  # type: ignore[arg-type]  # mode types it narrowly
 
     def directory_expired() -> bool:  # fail closed on purpose: not a stall
         return router.world.directory.expires_at <= datetime.now(UTC)
@@ -96,6 +89,28 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
     app.task(lambda: watchdog.guard(app, settings, lambda: router.handled, directory_expired,
                                     relay.OUT_PREFIX, settings.stall_seconds))
     return app
+
+
+async def route_and_mark(router: Router, event: Any) -> None:
+    """Route one record (again on a Kafka error), then mark its offset routed."""
+    await retrying(router.producer, "route", partial(route_one, router, event))
+    message = event.message
+    key = gaps.mark(message.topic, message.partition)
+    router.routed_to[key] = max(message.offset, router.routed_to.get(key, -1))
+    router.handled += 1
+
+
+async def catch_up(router: Router, topic: str, partition: int, missing: range) -> None:
+    """Route the records the consumer skipped, in order, before the one after them (gaps.py)."""
+    log.warning("offsets_skipped", topic=topic, partition=partition, first=missing.start,
+                last=missing.stop - 1, action="reading them back in order")
+    try:
+        routed = await gaps.catch_up(router.settings, topic, partition, missing,
+                                     partial(route_and_mark, router), router.app.consumer.ack)
+    except gaps.GapUnreadable as exc:
+        log.error("gap_unreadable", why=exc.why, action=f"exit {watchdog.STALLED_EXIT}; restart")
+        os._exit(watchdog.STALLED_EXIT)
+    log.warning("gap_caught_up", topic=topic, partition=partition, routed=routed)
 
 
 async def route_one(router: Router, event: Any) -> None:

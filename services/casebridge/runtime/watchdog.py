@@ -84,29 +84,3 @@ async def guard(
             exit_now(STALLED_EXIT)
             return
 
-
-class Positions:
-    """The last offset handled per partition in this process, to catch a consumer that skips.
-
-    faust-streaming 0.15.3 can drop the events buffered for a partition during a rebalance and go
-    on fetching after them (seen in the fault tests: 100 records skipped, delivered later by the
-    next worker, out of per-case order; the group's commit stays before the gap). The outboxes
-    are neither compacted nor transactional, so their offsets are contiguous: a forward jump
-    means records were skipped. The caller then exits (``STALLED_EXIT``) before handling the
-    record after the gap; its successor resumes from the committed offset, in order.
-    """
-
-    def __init__(self) -> None:
-        self.last: dict[tuple[str, int], int] = {}
-
-    def skipped(self, topic: str, partition: int, offset: int) -> int | None:
-        """The last offset handled before a gap in front of ``offset``, or None when contiguous."""
-        last = self.last.get((topic, partition))
-        if last is not None and offset > last + 1:
-            return last
-        self.last[(topic, partition)] = offset if last is None else max(last, offset)
-        return None
-
-    def forget(self) -> None:
-        """Partitions were revoked: where they resume is the group's business, not a skip."""
-        self.last.clear()
