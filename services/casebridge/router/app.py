@@ -2,7 +2,8 @@
 
 The agent only decodes, calls the core (``relay.admit`` / ``relay.decide``), produces and logs.
 At-least-once: the offset of a record is committed only after its deliveries, audit record and
-quarantine record were acknowledged by the broker (acks=all, idempotent producer). State that
+quarantine record were acknowledged by the broker (acks=all, idempotent producer); the router
+does not wait for them before it routes the next record (window.py). State that
 routing needs survives restarts in changelog-backed tables: where each event id was accepted
 (redelivery vs replay), each sender's chain head, each case's consent and witness-hold flags.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -23,6 +24,7 @@ from aiokafka.errors import KafkaError
 from casebridge.core import relay
 from casebridge.core.model import CaseState, Header
 from casebridge.router import gaps, records
+from casebridge.router.window import Window
 from casebridge.runtime import watchdog
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic, retrying
 from casebridge.runtime.logging import get_logger
@@ -31,6 +33,7 @@ from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
 log = get_logger("casebridge.router")
+Acks = asyncio.Future[Any] | None  # a record's sends, gathered; None when it needed none
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Router:
     cases: Any
     routed_to: Any  # outbox partition -> the last offset routed (gaps.py)
     producer: LazyProducer
+    window: Window = field(default_factory=Window)  # records routed, their sends not yet acknowledged
     handled: int = 0  # records taken from the outboxes (the stall guard watches it move)
 
     async def send(
@@ -71,17 +75,21 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
     source = raw_topic(app, *outboxes)
 
     async def route_events(stream: Any) -> AsyncIterator[None]:
-        async for event in stream.events():
-            message = event.message
-            missing = gaps.gap(router.routed_to.get(gaps.mark(message.topic, message.partition)),
-                               message.offset)
-            if missing:
-                await catch_up(router, message.topic, message.partition, missing)
-            await route_and_mark(router, event)
+        async for event in stream.noack().events():  # acked by the window once its sends are
+            async with router.window.lock:
+                await route_in_window(router, event)
+            await router.window.room()
             yield None
 
     app.agent(source, name="route")(route_events)
     follow_directory(app, router)
+
+    async def recover_when_idle() -> None:  # a failed send is resent even if no record follows it
+        if router.window.failed and not router.window.lock.locked():
+            async with router.window.lock:
+                await recover(router)
+
+    app.timer(1.0)(recover_when_idle)
 
     def directory_expired() -> bool:  # fail closed on purpose: not a stall
         return router.world.directory.expires_at <= datetime.now(UTC)
@@ -91,13 +99,60 @@ def create_router(settings: Settings, world: World, app_id: str = "casebridge-ro
     return app
 
 
-async def route_and_mark(router: Router, event: Any) -> None:
-    """Route one record (again on a Kafka error), then mark its offset routed."""
-    await retrying(router.producer, "route", partial(route_one, router, event))
+async def route_in_window(router: Router, event: Any) -> None:
+    """Route one record without waiting for its acknowledgements (window.py); first resend what
+    failed and read back what the consumer skipped (gaps.py), so that order holds."""
+    if router.window.failed:
+        await recover(router)
     message = event.message
+    missing = gaps.gap(router.routed_to.get(gaps.mark(message.topic, message.partition)), message.offset)
+    if missing:
+        await router.window.drain()
+        if router.window.failed:
+            await recover(router)
+        await catch_up(router, message.topic, message.partition, missing)
+    try:
+        acks = await dispatch(router, event)
+    except KafkaError as exc:  # sending failed before any acknowledgement was due
+        log.warning("kafka_retry", what="route", error=type(exc).__name__)
+        router.window.failed = True
+        await recover(router)
+        await route_now(router, event)
+        event.ack()
+        return
+    router.window.add(event, acks)
+    mark(router, message)
+
+
+async def recover(router: Router) -> None:
+    """Resend, in order and with a new producer, every record in flight whose sends failed."""
+    await router.window.drain()
+    await router.producer.reset()
+    resent = await router.window.recover(partial(route_now, router))
+    log.warning("resent", records=resent)
+
+
+def mark(router: Router, message: Any) -> None:
     key = gaps.mark(message.topic, message.partition)
     router.routed_to[key] = max(message.offset, router.routed_to.get(key, -1))
     router.handled += 1
+
+
+async def route_now(router: Router, event: Any) -> None:
+    """Route one record and wait for its acknowledgements; again, with a new producer, after a
+    Kafka error."""
+
+    async def once() -> None:
+        acks = await dispatch(router, event)
+        if acks is not None:
+            await acks
+
+    await retrying(router.producer, "route", once)
+
+
+async def route_and_mark(router: Router, event: Any) -> None:
+    await route_now(router, event)
+    mark(router, event.message)
 
 
 async def catch_up(router: Router, topic: str, partition: int, missing: range) -> None:
@@ -113,27 +168,27 @@ async def catch_up(router: Router, topic: str, partition: int, missing: range) -
     log.warning("gap_caught_up", topic=topic, partition=partition, routed=routed)
 
 
-async def route_one(router: Router, event: Any) -> None:
-    """Handle one record; a fault of ours quarantines it (never stops the stream, never loses it).
-    A Kafka error is not the record's fault: it propagates, and the record is tried again."""
+async def dispatch(router: Router, event: Any) -> Acks:
+    """Route one record: its sends issued, gathered, not awaited (None: nothing to send). A fault
+    of ours quarantines the record (never stops the stream, never loses it); a Kafka error is not
+    the record's fault: it propagates, and the record is routed again."""
     try:
-        await handle(router, event.message, event.key, event.value)
+        return await handle(router, event.message, event.key, event.value)
     except KafkaError:
         raise
     except Exception as exc:
-        await contain(router, event.message, event.key, event.value, exc)
+        return await contain(router, event.message, event.key, event.value, exc)
 
 
-async def handle(router: Router, message: Any, key: bytes | None, value: bytes) -> None:
-    """One record: decide, deliver or quarantine, audit; then update the tables."""
+async def handle(router: Router, message: Any, key: bytes | None, value: bytes) -> Acks:
+    """One record: decide, deliver or quarantine, audit; update the tables."""
     where = relay.Position(message.topic, message.partition, message.offset)
     await until_current(router, "routing")
     now = datetime.now(UTC)
     ctx = router.world.context(now)
     verified = relay.admit(value, ctx)
     if isinstance(verified, relay.Quarantine):
-        await quarantine(router, verified, where, key, value, now)
-        return
+        return await quarantine(router, verified, where, key, value, now)
     header = verified.header
     outcome = relay.decide(
         verified,
@@ -145,8 +200,7 @@ async def handle(router: Router, message: Any, key: bytes | None, value: bytes) 
         ctx,
     )
     if isinstance(outcome, relay.Quarantine):
-        await quarantine(router, outcome, where, key, value, now)
-        return
+        return await quarantine(router, outcome, where, key, value, now)
     if isinstance(outcome, relay.Duplicate):
         log.info(
             "duplicate_dropped",
@@ -156,13 +210,13 @@ async def handle(router: Router, message: Any, key: bytes | None, value: bytes) 
             offset=where.offset,
             first_offset=outcome.first.offset,
         )
-        return
-    await forward(router, outcome, where, value, now)
+        return None
+    return await forward(router, outcome, where, value, now)
 
 
 async def forward(
     router: Router, outcome: relay.Forward, where: relay.Position, value: bytes, now: datetime
-) -> None:
+) -> Acks:
     header = outcome.header
     key = header.case_ref.encode()
     headers = records.cloudevent_headers(header)
@@ -180,7 +234,6 @@ async def forward(
         outcome.decision.agreements[0][0] if outcome.decision.agreements else None,
     )
     pending.append(await router.send(records.AUDIT_TOPIC, key, audit))
-    await asyncio.gather(*pending)
     router.seen[header.event_id] = [where.topic, where.partition, where.offset, outcome.envelope_hash.hex()]
     router.senders[header.sender] = [outcome.sender_state.sequence, outcome.sender_state.last_hash.hex()]
     router.cases[header.case_ref] = {
@@ -198,6 +251,7 @@ async def forward(
         redelivery=outcome.redelivery,
         outcome="delivered",
     )
+    return asyncio.gather(*pending)
 
 
 async def quarantine(
@@ -207,7 +261,7 @@ async def quarantine(
     key: bytes | None,
     value: bytes,
     now: datetime,
-) -> None:
+) -> Acks:
     header = outcome.header
     pending = [
         await router.send(
@@ -231,7 +285,6 @@ async def quarantine(
             pending.append(
                 await router.send(relay.inbox_topic(header.sender), header.case_ref.encode(), receipt)
             )
-    await asyncio.gather(*pending)
     log.warning(
         "quarantined",
         code=outcome.code,
@@ -241,9 +294,10 @@ async def quarantine(
         offset=where.offset,
         outcome="quarantined",
     )
+    return asyncio.gather(*pending)
 
 
-async def contain(router: Router, message: Any, key: bytes | None, value: bytes, exc: Exception) -> None:
+async def contain(router: Router, message: Any, key: bytes | None, value: bytes, exc: Exception) -> Acks:
     """Keep a record the router failed on in quarantine, so it is neither lost nor retried forever."""
     where = relay.Position(message.topic, message.partition, message.offset)
     log.error("router_fault", topic=where.topic, offset=where.offset, error=type(exc).__name__)
@@ -254,7 +308,7 @@ async def contain(router: Router, message: Any, key: bytes | None, value: bytes,
         key,
         records.quarantine_record(router.world.schemas, outcome, where, value, now),
     )
-    await sent
+    return asyncio.gather(sent)
 
 
 def seen_at(router: Router, header: Header) -> relay.Accepted | None:
