@@ -86,3 +86,13 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch, tm
     first = broker.cluster_id(local)
     assert first == base64.urlsafe_b64encode((1 << 100).to_bytes(16, "big")).decode().rstrip("=")
     assert broker.cluster_id(local) == first
+
+
+def test_base_ports_lie_below_the_ephemeral_range(tmp_path: Path) -> None:
+    """A dead node's port must not be handed to a client as its source port meanwhile."""
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("32768\t60999\n")
+    assert broker.ephemeral_low(ranges) == 32768
+    assert broker.ephemeral_low(tmp_path / "absent") == 32768
+    low = broker.ephemeral_low()
+    assert all(broker.free_base_port(nodes=3) + 5 < min(40000, low) for _ in range(50))
