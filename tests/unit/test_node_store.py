@@ -109,6 +109,17 @@ def test_mark_published_only_moves_queued_rows(tmp_path: Path) -> None:
     assert store.outbox_row(conn, "e1").status == "delivered"  # type: ignore[union-attr]
 
 
+def test_mark_published_all_moves_the_acknowledged_rows_only(tmp_path: Path) -> None:
+    """The publisher marks the rows the broker acknowledged in one go; the others stay queued."""
+    conn = open_store(tmp_path)
+    for n in range(1, 5):
+        queue(conn, f"e{n}", n)
+    store.mark_published_all(conn, ["e1", "e3"], NOW)
+    store.mark_published_all(conn, [], NOW)
+    assert [row.event_id for row in store.queued(conn)] == ["e2", "e4"]
+    assert not conn.in_transaction
+
+
 @pytest.mark.parametrize(
     ("kinds", "status"),
     [

@@ -100,10 +100,23 @@ async def publish_forever(node: Node, lazy: LazyProducer) -> None:
 
 
 async def publish_queued(node: Node, producer: AIOKafkaProducer, topic: str) -> None:
-    for row in store.queued(node.conn):
-        assert row.envelope is not None
-        await producer.send_and_wait(topic, row.envelope, key=row.case_ref.encode())
-        store.mark_published(node.conn, row.event_id, datetime.now(UTC))
+    """Send a batch of queued envelopes without waiting for each acknowledgement, then mark the
+    acknowledged ones published (one transaction); a failed send leaves its row queued and is
+    raised, so the caller retries with a new producer. Order holds per partition: one idempotent
+    producer, so a record after a failed one in the same partition fails too."""
+    rows = store.queued(node.conn)
+    sends: list[asyncio.Future[Any]] = []
+    failure: BaseException | None = None
+    try:
+        for row in rows:
+            assert row.envelope is not None
+            sends.append(await producer.send(topic, row.envelope, key=row.case_ref.encode()))
+    except Exception as exc:  # could not even hand it to the producer: the rest wait
+        failure = exc
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    done = [row for row, result in zip(rows, results, strict=False) if not isinstance(result, BaseException)]
+    store.mark_published_all(node.conn, [row.event_id for row in done], datetime.now(UTC))
+    for row in done:
         log.info(
             "published",
             participant=node.participant,
@@ -112,6 +125,9 @@ async def publish_queued(node: Node, producer: AIOKafkaProducer, topic: str) -> 
             case_ref=row.case_ref,
             sequence=row.sequence,
         )
+    failure = failure or next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        raise failure
 
 
 async def serve_http(node: Node, port: int) -> None:

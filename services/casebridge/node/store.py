@@ -127,6 +127,16 @@ def mark_published(conn: sqlite3.Connection, event_id: str, now: datetime) -> No
     )
 
 
+def mark_published_all(conn: sqlite3.Connection, event_ids: list[str], now: datetime) -> None:
+    """``mark_published`` for many, in one transaction."""
+    if not event_ids:
+        return
+    with conn:
+        conn.execute("BEGIN")
+        for event_id in event_ids:
+            mark_published(conn, event_id, now)
+
+
 def outbox_row(conn: sqlite3.Connection, event_id: str) -> OutboxRow | None:
     row = conn.execute(
         "SELECT event_id, sequence, case_ref, event_type, recipients, envelope, status, reason "
