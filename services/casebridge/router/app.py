@@ -236,10 +236,9 @@ async def forward(
     pending.append(await router.send(records.AUDIT_TOPIC, key, audit))
     router.seen[header.event_id] = [where.topic, where.partition, where.offset, outcome.envelope_hash.hex()]
     router.senders[header.sender] = [outcome.sender_state.sequence, outcome.sender_state.last_hash.hex()]
-    router.cases[header.case_ref] = {
-        "consent": sorted(outcome.case_state.consent),
-        "witness_hold": outcome.case_state.witness_hold,
-    }
+    case = {"consent": sorted(outcome.case_state.consent), "witness_hold": outcome.case_state.witness_hold}
+    if router.cases.get(header.case_ref) != case:  # seldom changes: spare the changelog a record
+        router.cases[header.case_ref] = case
     log.info(
         "routed",
         event_id=header.event_id,
