@@ -248,6 +248,16 @@ def progress(message: str) -> None:
     print(f"[faults] {message}", flush=True)
 
 
+def log_sum(net: localnet.LocalNet, name: str, event: str, field: str) -> int:
+    """The sum of ``field`` over the lines of ``event`` the named service logged (JSON logs)."""
+    total = 0
+    for path in (net.settings.home / "logs").glob(f"{name}*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if f'"event": "{event}"' in line:
+                total += int(json.loads(line).get(field, 0))
+    return total
+
+
 def log_count(net: localnet.LocalNet, names: Iterator[str] | Iterable[str], event: str) -> int:
     """How many times ``event`` was logged by the named services (JSON logs, one event per line)."""
     total = 0
