@@ -119,6 +119,7 @@ async def route_in_window(router: Router, event: Any) -> None:
         await recover(router)
         await route_now(router, event)
         event.ack()
+        mark(router, message)
         return
     router.window.add(event, acks)
     mark(router, message)
