@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from casebridge.core.topics import DEFAULT_PARTITIONS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """The source tree (``services/casebridge/runtime`` is three levels below it)."""
 
@@ -30,6 +32,7 @@ class Settings:
     replication: int = 1  # replicas of every topic CaseBridge creates (3 on a 3-node cluster)
     stall_seconds: float = 60.0  # records waiting and none handled this long: the worker exits
     instance_id: str = ""  # static group membership: a restarted worker takes its place back
+    partitions: int = DEFAULT_PARTITIONS  # of every cb.out.* / cb.in.* topic and the router's state
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -50,6 +53,7 @@ class Settings:
             replication=int(env.get("CASEBRIDGE_REPLICATION", base.replication)),
             stall_seconds=float(env.get("CASEBRIDGE_STALL_SECONDS", base.stall_seconds)),
             instance_id=env.get("CASEBRIDGE_INSTANCE_ID", ""),
+            partitions=int(env.get("CASEBRIDGE_PARTITIONS", base.partitions)),
         )
 
     @property
