@@ -1,0 +1,101 @@
+"""confluent-kafka (librdkafka) clients: producers acks=all + idempotent, consumers read_committed.
+
+These factories are the only place CaseBridge's services make a Kafka client, so no client
+default (acks, auto-commit, isolation level, partitioner) leaks in. The partitioner is murmur2,
+as Kafka's Java clients (``casebridge.core.topics.partition_for``): partition p of every
+``cb.out.*`` topic holds the same cases. librdkafka's calls release the GIL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from casebridge.core.topics import DIRECTORY
+from casebridge.runtime.logging import get_logger
+from casebridge.runtime.settings import Settings
+
+log = get_logger("casebridge.kafka")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "partitioner": "murmur2_random",  # Kafka's Java default for keyed records
+    "linger.ms": 2,
+    "message.max.bytes": 1_048_576,
+}
+
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "isolation.level": "read_committed",
+    "partition.assignment.strategy": "range",  # partition p of every outbox on one worker
+}
+
+
+def base_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": settings.sasl_username or "casebridge",
+        **settings.librdkafka_auth,
+    }
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """A durable producer (acks=all, idempotent, murmur2)."""
+    return Producer({**base_config(settings), **PRODUCER_DEFAULTS, **overrides})
+
+
+def transactional_producer(settings: Settings, transactional_id: str, **overrides: Any) -> Producer:
+    """A transactional producer; ``init_transactions()`` fences an older one of the same id."""
+    return producer(settings, **{"transactional.id": transactional_id, **overrides})
+
+
+def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer of committed records that commits only what was handled."""
+    return Consumer({**base_config(settings), **CONSUMER_DEFAULTS, "group.id": group_id, **overrides})
+
+
+def follow_topic(
+    settings: Settings, topic: str, apply: Callable[[bytes], None], stop: threading.Event
+) -> threading.Thread:
+    """A thread that reads partition 0 of ``topic`` from its beginning (no group, nothing
+    committed) and calls ``apply`` on every value until ``stop`` is set."""
+
+    def run() -> None:
+        reader = consumer(settings, f"casebridge-follow-{settings.sasl_username or 'local'}")
+        reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        try:
+            while not stop.is_set():
+                message = reader.poll(0.5)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("follow_error", topic=topic, error=str(message.error()))
+                    continue
+                value = message.value()
+                if value is not None:
+                    apply(value)
+        finally:
+            reader.close()
+
+    thread = threading.Thread(target=run, name=f"follow-{topic}", daemon=True)
+    thread.start()
+    return thread
+
+
+def follow_directory(settings: Settings, holder: Any, stop: threading.Event) -> threading.Thread:
+    """Apply every directory published on ``cb.directory`` to ``holder.world`` (refresh.py's
+    rules: verified against the trust anchor, newer than the one in use)."""
+    from casebridge.runtime.refresh import apply_directory
+
+    def apply(value: bytes) -> None:
+        holder.world = apply_directory(holder.world, value, datetime.now(UTC))
+
+    return follow_topic(settings, DIRECTORY, apply, stop)
