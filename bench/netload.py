@@ -31,10 +31,9 @@ from urllib.parse import quote
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from casebridge.core import avro
+from casebridge.core import avro, issued, topics
 from casebridge.node import service, store
 from casebridge.node.app import node_db
-from casebridge.router import records
 from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.kafka import ensure_topics
 from casebridge.runtime.settings import Settings
@@ -198,8 +197,8 @@ async def read_audit(settings: Settings, schemas: avro.SchemaSet, expected: int,
     await consumer.start()
     tally = AuditTally()
     try:
-        parts = [TopicPartition(records.AUDIT_TOPIC, p)
-                 for p in sorted(consumer.partitions_for_topic(records.AUDIT_TOPIC) or {0, 1, 2})]
+        parts = [TopicPartition(topics.AUDIT, p)
+                 for p in sorted(consumer.partitions_for_topic(topics.AUDIT) or {0, 1, 2})]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         if started is not None:
@@ -209,7 +208,7 @@ async def read_audit(settings: Settings, schemas: avro.SchemaSet, expected: int,
             batch = await consumer.getmany(timeout_ms=500, max_records=2000)
             for messages in batch.values():
                 for m in messages:
-                    record = avro.decode(schemas, m.value, records.AUDIT)
+                    record = avro.decode(schemas, m.value, issued.AUDIT)
                     tally.timestamps.append(int(m.timestamp))
                     tally.timestamp_type = int(m.timestamp_type)
                     tally.outcomes[record["outcome"]] += 1
@@ -238,12 +237,12 @@ async def inbox_offsets(settings: Settings, participants: Sequence[str]) -> int:
 async def quarantine_sample(
     settings: Settings, schemas: avro.SchemaSet, limit: int = 3
 ) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(records.QUARANTINE_TOPIC, bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(topics.QUARANTINE, bootstrap_servers=settings.bootstrap_servers,
                                 group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
         batch = await consumer.getmany(timeout_ms=3000, max_records=limit)
-        found = [avro.decode(schemas, m.value, records.QUARANTINED) for ms in batch.values() for m in ms]
+        found = [avro.decode(schemas, m.value, issued.QUARANTINED) for ms in batch.values() for m in ms]
         return [{k: q.get(k) for k in ("code", "why", "sender", "topic", "offset")} for q in found[:limit]]
     finally:
         await consumer.stop()

@@ -22,11 +22,10 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from casebridge.core import access, avro, sealing
+from casebridge.core import access, avro, issued, sealing, topics
 from casebridge.core.directory import sign_directory
 from casebridge.core.keys import generate_identity
 from casebridge.core.model import Header
-from casebridge.router import records
 from casebridge.runtime import localnet, scenario
 from casebridge.runtime.kafka import new_consumer, new_producer
 from casebridge.runtime.keystore import directory_from_keystore, read_participants
@@ -197,7 +196,7 @@ async def publish(settings: Settings, topic: str, key: bytes, *values: bytes) ->
 async def quarantined(
     settings: Settings, schemas: avro.SchemaSet, count: int, timeout: float = 60.0
 ) -> list[dict[str, Any]]:
-    consumer = new_consumer(settings, records.QUARANTINE_TOPIC, group_id=None)
+    consumer = new_consumer(settings, topics.QUARANTINE, group_id=None)
     await consumer.start()
     found: list[dict[str, Any]] = []
     try:
@@ -205,7 +204,7 @@ async def quarantined(
             while len(found) < count:
                 batch = await consumer.getmany(timeout_ms=500)
                 found += [
-                    avro.decode(schemas, m.value, records.QUARANTINED)
+                    avro.decode(schemas, m.value, issued.QUARANTINED)
                     for msgs in batch.values()
                     for m in msgs
                 ]

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from casebridge.core import avro, relay
+from casebridge.core import avro, issued
 from casebridge.core.directory import sign_directory
-from casebridge.router import records
 from casebridge.runtime.keystore import directory_from_keystore, read_participants
 from casebridge.runtime.refresh import apply_directory
 from casebridge.runtime.world import PARTICIPANTS, World, bootstrap_network
@@ -63,16 +62,16 @@ def test_a_directory_not_signed_by_the_anchor_is_refused(world: World) -> None:
 
 def test_an_unverifiable_record_still_gets_a_complete_audit_record(world: World, tmp_path: Path) -> None:
     """The audit record of bytes that could not be verified carries the code and no header fields."""
-    data = records.audit_record(
+    data = issued.audit_record(
         world.schemas,
         None,
         None,
-        relay.Position("cb.out.TH.MSDHS", 0, 7),
+        ("cb.out.TH.MSDHS", 0, 7),
         "quarantined",
         "bad_signature",
         (),
         (),
         NOW,
     )
-    decoded = avro.decode(world.schemas, data, records.AUDIT)
+    decoded = avro.decode(world.schemas, data, issued.AUDIT)
     assert decoded["code"] == "bad_signature" and decoded["event_id"] is None and decoded["to"] == []

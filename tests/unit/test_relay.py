@@ -302,10 +302,3 @@ def test_consent_flags_are_applied_to_the_case_state() -> None:
     outcome = decide(sealed(header), case=NGO_OK)
     assert isinstance(outcome, relay.Forward)
     assert outcome.case_state.consent == NGO_OK.consent - {"ngo_sharing"}
-
-
-def test_owner_of_and_inbox_topic() -> None:
-    """Outbox topics name their owner; anything else has none; inboxes are cb.in.<participant>."""
-    assert relay.owner_of("cb.out.KH.CWCC") == "KH.CWCC"
-    assert relay.owner_of("cb.in.KH.CWCC") is None
-    assert relay.inbox_topic("KH.CWCC") == "cb.in.KH.CWCC"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from casebridge.runtime.topics import TopicSpec, network_topics
 
 SHARED = {
+    "cb.router.state": TopicSpec("cb.router.state", 6, compacted=True),
     "cb.audit": TopicSpec("cb.audit", 3),
     "cb.quarantine": TopicSpec("cb.quarantine", 3),
     "cb.deadlines.tick": TopicSpec("cb.deadlines.tick", 3),
@@ -13,36 +14,37 @@ SHARED = {
 }
 
 
-def test_each_participant_has_a_one_partition_outbox_and_a_keyed_inbox() -> None:
-    """cb.out.P has one partition (the sender's chain is a total order), cb.in.P three by default."""
+def test_outboxes_inboxes_and_the_router_state_are_co_partitioned() -> None:
+    """cb.out.P, cb.in.P and cb.router.state have the same partition count (6 by default)."""
     specs = {s.name: s for s in network_topics(["TH.MSDHS", "KH.MOSVY"])}
     for pid in ("TH.MSDHS", "KH.MOSVY"):
-        assert specs[f"cb.out.{pid}"] == TopicSpec(f"cb.out.{pid}", 1)
-        assert specs[f"cb.in.{pid}"] == TopicSpec(f"cb.in.{pid}", 3)
+        assert specs[f"cb.out.{pid}"] == TopicSpec(f"cb.out.{pid}", 6)
+        assert specs[f"cb.in.{pid}"] == TopicSpec(f"cb.in.{pid}", 6)
+    assert specs["cb.router.state"] == TopicSpec("cb.router.state", 6, compacted=True)
 
 
 def test_shared_topics_and_compaction() -> None:
-    """Audit, quarantine and ticks are shared; only directory and agreements are compacted."""
+    """Audit, quarantine and ticks are shared; the router state, directory and agreements are compacted."""
     specs = {s.name: s for s in network_topics(["TH.MSDHS"])}
     assert {n: specs[n] for n in SHARED} == SHARED
-    assert {s.name for s in specs.values() if s.compacted} == {"cb.directory", "cb.agreements"}
+    assert {s.name for s in specs.values() if s.compacted} == {"cb.router.state", "cb.directory",
+                                                                "cb.agreements"}
     assert len(specs) == 2 + len(SHARED)
 
 
-def test_inbox_partitions_and_order() -> None:
-    """The inbox partition count is a parameter; participants come sorted, shared topics last."""
-    specs = network_topics(["KH.MOSVY", "TH.MSDHS"], inbox_partitions=6)
+def test_partition_count_and_order() -> None:
+    """The partition count is a parameter; participants come sorted, shared topics last."""
+    specs = network_topics(["KH.MOSVY", "TH.MSDHS"], partitions=2)
     assert [s.name for s in specs[:4]] == [
         "cb.out.KH.MOSVY",
         "cb.in.KH.MOSVY",
         "cb.out.TH.MSDHS",
         "cb.in.TH.MSDHS",
     ]
-    assert {s.partitions for s in specs if s.name.startswith("cb.in.")} == {6}
-    assert {s.partitions for s in specs if s.name.startswith("cb.out.")} == {1}
+    assert {s.partitions for s in specs if s.name.startswith(("cb.in.", "cb.out.", "cb.router."))} == {2}
 
 
 def test_no_participants_leaves_the_shared_topics() -> None:
-    """A network with no participants still has its five shared topics, with no duplicates."""
+    """A network with no participants still has its six shared topics, with no duplicates."""
     names = [s.name for s in network_topics([])]
     assert sorted(names) == sorted(SHARED)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,7 +75,8 @@ def cmd_topics_sync(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
     replication = args.replication or settings.replication
-    created = asyncio.run(sync_topics(settings, network_topics(world.directory.participants), replication))
+    specs = network_topics(world.directory.participants, settings.partitions)
+    created = asyncio.run(sync_topics(settings, specs, replication))
     print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
     return 0
 
@@ -98,12 +101,19 @@ def preflight(settings: Settings, world: World, acting_as: str) -> None:
 
 
 def cmd_router_run(args: argparse.Namespace) -> int:
-    from casebridge.router.app import create_router
+    from casebridge.router.loop import Router
+    from casebridge.runtime.ckafka import follow_directory
 
     settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, access.ROUTER)
-    return run_worker(create_router(settings, world), settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    router = Router(settings, world)
+    follow_directory(settings, router, stop)
+    return router.run(stop)
 
 
 def cmd_deadlines_run(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ Kafka principals are participant ids (SCRAM user names), plus the secretariat's 
 ``REG.ROUTER``, ``REG.DEADLINES`` (both in the directory: they sign what they emit) and
 ``REG.MONITOR`` (reads the audit stream, signs nothing). A participant writes only its outbox and
 reads only its inbox, with its own consumer group; the router reads every outbox and writes
-every inbox, the audit and the quarantine; the monitor reads the audit only; the directory and
+every inbox, the audit, the quarantine and its state changelog (in transactions of its own
+ids); the monitor reads the audit only; the directory and
 agreements topics are readable by all and writable by the secretariat only. Anything not granted
 here is denied (``allow.everyone.if.no.acl.found=false``).
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from casebridge.core import topics as names
+
 ROUTER = "REG.ROUTER"
 DEADLINES = "REG.DEADLINES"
 MONITOR = "REG.MONITOR"
 SECRETARIAT = "REG.SECRETARIAT"
 SERVICES = {ROUTER: "casebridge-router", DEADLINES: "casebridge-deadlines", MONITOR: "casebridge-monitor"}
-SHARED_READ = ("cb.directory", "cb.agreements")
+SHARED_READ = (names.DIRECTORY, names.AGREEMENTS)
 
 
 @dataclass(frozen=True, order=True)
@@ -27,7 +30,7 @@ class Grant:
     """One allow rule: principal, resource (type, name, literal or prefixed), operation."""
 
     principal: str
-    resource: str  # "topic" or "group"
+    resource: str  # "topic", "group" or "transactional_id"
     name: str
     pattern: str  # "literal" or "prefixed"
     operation: str  # "read", "write", "describe", "create"
@@ -50,8 +53,8 @@ def own_app(principal: str) -> list[Grant]:
 
 
 def participant(pid: str) -> list[Grant]:
-    grants = [*topic(pid, f"cb.out.{pid}", "write", "describe"),
-              *topic(pid, f"cb.in.{pid}", "read", "describe"), *own_app(pid)]
+    grants = [*topic(pid, names.outbox(pid), "write", "describe"),
+              *topic(pid, names.inbox(pid), "read", "describe"), *own_app(pid)]
     grants += [g for name in SHARED_READ for g in topic(pid, name, "read", "describe")]
     if pid == SECRETARIAT:
         grants += [g for name in SHARED_READ for g in topic(pid, name, "write")]
@@ -60,13 +63,18 @@ def participant(pid: str) -> list[Grant]:
 
 def services() -> list[Grant]:
     return [
-        *topic(ROUTER, "cb.out.", "read", "describe", pattern="prefixed"),
-        *topic(ROUTER, "cb.in.", "write", "describe", pattern="prefixed"),
-        *topic(ROUTER, "cb.audit", "write", "describe"), *topic(ROUTER, "cb.quarantine", "write", "describe"),
-        *topic(DEADLINES, "cb.audit", "read", "write", "describe"),
-        *topic(DEADLINES, "cb.deadlines.tick", "read", "write", "describe"),
-        *topic(DEADLINES, "cb.in.", "write", "describe", pattern="prefixed"),
-        *topic(MONITOR, "cb.audit", "read", "describe"), *own_app(MONITOR),
+        *topic(ROUTER, names.OUT_PREFIX, "read", "describe", pattern="prefixed"),
+        *topic(ROUTER, names.IN_PREFIX, "write", "describe", pattern="prefixed"),
+        *topic(ROUTER, names.AUDIT, "write", "describe"),
+        *topic(ROUTER, names.QUARANTINE, "write", "describe"),
+        *topic(ROUTER, names.ROUTER_STATE, "read", "write", "describe"),
+        # the router's transactional producers: casebridge-router-<worker>
+        *[Grant(ROUTER, "transactional_id", f"{app_id(ROUTER)}-", "prefixed", op)
+          for op in ("write", "describe")],
+        *topic(DEADLINES, names.AUDIT, "read", "write", "describe"),
+        *topic(DEADLINES, names.DEADLINES_TICK, "read", "write", "describe"),
+        *topic(DEADLINES, names.IN_PREFIX, "write", "describe", pattern="prefixed"),
+        *topic(MONITOR, names.AUDIT, "read", "describe"), *own_app(MONITOR),
     ]
 
 

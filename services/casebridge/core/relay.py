@@ -17,9 +17,7 @@ from casebridge.core import avro, sealing
 from casebridge.core.errors import CaseBridgeError
 from casebridge.core.model import CaseState, Directory, Header, apply_case_flags
 from casebridge.core.routing import Deliver, Policy, route
-
-OUT_PREFIX = "cb.out."
-IN_PREFIX = "cb.in."
+from casebridge.core.topics import owner_of
 
 
 @dataclass(frozen=True)
@@ -88,15 +86,6 @@ class Context:
     schemas: avro.SchemaSet
     now: datetime
     max_age: timedelta = timedelta(days=7)
-
-
-def owner_of(topic: str) -> str | None:
-    """``cb.out.TH.MSDHS`` -> ``TH.MSDHS``; None for a topic that is not an outbox."""
-    return topic[len(OUT_PREFIX) :] if topic.startswith(OUT_PREFIX) else None
-
-
-def inbox_topic(participant: str) -> str:
-    return f"{IN_PREFIX}{participant}"
 
 
 def admit(data: bytes, ctx: Context) -> sealing.VerifiedEnvelope | Quarantine:

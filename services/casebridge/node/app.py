@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 
 from casebridge.core.errors import CaseBridgeError
 from casebridge.core.keys import Identity
-from casebridge.core.relay import IN_PREFIX, OUT_PREFIX
+from casebridge.core.topics import IN_PREFIX, OUT_PREFIX
 from casebridge.node import service, store
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
 from casebridge.runtime.logging import get_logger

@@ -11,7 +11,6 @@ secretariat, with a metadata record on ``cb.audit``.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,19 +18,18 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from casebridge.core import avro, relay, sealing, tracker
+from casebridge.core import avro, issued, sealing, topics, tracker
 from casebridge.core.deadlines import Calendar, Obligation
 from casebridge.core.model import Header
-from casebridge.router import records
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic, retrying
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
 log = get_logger("casebridge.deadlines")
-TRACKER = "REG.DEADLINES"
+TRACKER = issued.TRACKER
 SECRETARIAT = "REG.SECRETARIAT"
-TICK_TOPIC = "cb.deadlines.tick"
+TICK_TOPIC = topics.DEADLINES_TICK
 AUDIT_PARTITIONS = 3
 
 
@@ -97,7 +95,7 @@ def create_tracker(
 ) -> faust.App:
     app = create_app(settings, "casebridge-deadlines", topic_partitions=AUDIT_PARTITIONS)
     table = app.Table("deadlines-open", default=list, partitions=AUDIT_PARTITIONS)
-    source = raw_topic(app, records.AUDIT_TOPIC, TICK_TOPIC)
+    source = raw_topic(app, topics.AUDIT, TICK_TOPIC)
     agreements = {a.id: a for a in world.agreements}
     partitioner = DefaultPartitioner()
     lazy = LazyProducer(app, settings)
@@ -108,7 +106,7 @@ def create_tracker(
             if event.message.topic == TICK_TOPIC:
                 await on_tick(event.message.partition)
             else:
-                on_audit(avro.decode(world.schemas, event.value, records.AUDIT))
+                on_audit(avro.decode(world.schemas, event.value, issued.AUDIT))
             yield None
 
     def on_audit(audit: dict[str, Any]) -> None:
@@ -173,40 +171,18 @@ def responsible(world: World, obligation: Obligation, opener: str | None) -> tup
 async def send_alert(producer: AIOKafkaProducer, world: World, alert: tracker.Alert, now: datetime) -> None:
     o = alert.tracked.obligation
     recipients = responsible(world, o, None)
-    header = Header(
-        event_id=str(uuid.uuid4()),
-        event_type=alert.kind,
-        sender=TRACKER,
-        sender_key_id="",
-        created_at=now,
-        case_ref=o.case_ref,
-        to=recipients,
-        handling_code="H0",
-        correlation_id=o.opened_by,
-        agreement_id=o.agreement[0],
-        agreement_version=o.agreement[1],
-    )
-    payload = {
-        "operational": {
-            "obligation": o.name,
-            "due_at": alert.tracked.due,
-            "responsible": o.party,
-            "agreement_id": o.agreement[0],
-            "clause": o.clause,
-            "note": None,
-        }
-    }
-    grants = {r: frozenset({"operational"}) for r in recipients}
-    data = sealing.seal(
-        header, payload, world.identity(TRACKER), grants, world.directory, now, schemas=world.schemas
-    )
+    operational = {"obligation": o.name, "due_at": alert.tracked.due, "responsible": o.party,
+                   "agreement_id": o.agreement[0], "clause": o.clause, "note": None}
+    header, data = issued.alert(world.schemas, world.directory, world.identity(TRACKER), alert.kind,
+                                operational, o.case_ref, o.opened_by, o.agreement, recipients, now)
     key = o.case_ref.encode()
-    pending = [await producer.send(relay.inbox_topic(r), data, key=key) for r in recipients]
-    where = relay.Position("deadline-tracker", 0, 0)
-    audit = records.audit_record(
-        world.schemas, header, sealing.envelope_hash(data), where, alert.kind, None, recipients, (), now
+    headers = issued.cloudevent_headers(header)
+    pending = [await producer.send(topics.inbox(r), data, key=key, headers=headers) for r in recipients]
+    audit = issued.audit_record(
+        world.schemas, header, sealing.envelope_hash(data), ("deadline-tracker", 0, 0), alert.kind, None,
+        recipients, (), now
     )
-    pending.append(await producer.send(records.AUDIT_TOPIC, audit, key=key))
+    pending.append(await producer.send(topics.AUDIT, audit, key=key))
     await asyncio.gather(*pending)
     log.warning(
         alert.kind.replace(".", "_"),

@@ -34,7 +34,8 @@ from casebridge.core.access import Grant
 ADMIN = "admin"
 OPERATIONS = {"read": AclOperation.READ, "write": AclOperation.WRITE,
               "describe": AclOperation.DESCRIBE, "create": AclOperation.CREATE}
-RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
+RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+             "transactional_id": ResourceType.TRANSACTIONAL_ID}
 PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
 
 

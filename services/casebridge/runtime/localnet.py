@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from casebridge.core import access
-from casebridge.runtime import acl, watchdog
+from casebridge.runtime import acl
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
 from casebridge.runtime.world import World, bootstrap_network
+
+RESTART_EXIT = 75  # EX_TEMPFAIL: a worker asks its supervisor to start it again (router: fenced)
 
 
 def free_port() -> int:
@@ -106,13 +108,13 @@ class LocalNet:
         return service
 
     def supervise(self, interval: float = 1.0) -> None:
-        """Start a thread that starts again every service that exits with ``STALLED_EXIT`` (its
-        stall guard's request); any other exit stays visible (``check_alive``)."""
+        """Start a thread that starts again every service that exits with ``RESTART_EXIT`` (its
+        own request); any other exit stays visible (``check_alive``)."""
         def loop() -> None:
             while not self._stopping.wait(interval):
                 with self._lock:
                     for name, service in list(self.services.items()):
-                        if service.process.poll() == watchdog.STALLED_EXIT:
+                        if service.process.poll() == RESTART_EXIT:
                             self.restarts[name] += 1
                             self.spawn(name, service.args, service.port, service.extra_env, service.principal)
 
@@ -194,7 +196,8 @@ def prepare(settings: Settings) -> World:
     """Trust material and topics for a fresh local network; on a secured cluster (``settings``
     carries the admin's SASL credentials) also every principal's user and ACLs."""
     world = bootstrap_network(settings.home, datetime.now(UTC))
-    asyncio.run(sync_topics(settings, network_topics(world.directory.participants), settings.replication))
+    asyncio.run(sync_topics(settings, network_topics(world.directory.participants, settings.partitions),
+                          settings.replication))
     if settings.sasl_username:
         participants = list(world.directory.participants)
         acl.sync(settings.bootstrap_servers, settings.sasl_password, settings.home,

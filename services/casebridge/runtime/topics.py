@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from casebridge.core import topics as names
 from casebridge.runtime.kafka import ensure_topics
 from casebridge.runtime.settings import Settings
 
@@ -16,19 +17,22 @@ class TopicSpec:
     compacted: bool = False
 
 
-def network_topics(participants: Iterable[str], inbox_partitions: int = 3) -> list[TopicSpec]:
-    """``cb.out.P`` has one partition (the sender's chain is a total order the router checks);
-    ``cb.in.P`` is keyed by case; audit and quarantine are shared; directory and agreements are
-    compacted."""
+def network_topics(
+    participants: Iterable[str], partitions: int = names.DEFAULT_PARTITIONS
+) -> list[TopicSpec]:
+    """``cb.out.P``, ``cb.in.P`` and the router's compacted state changelog have ``partitions``
+    partitions each (co-partitioned: partition p of all of them holds the same cases); audit and
+    quarantine are shared; directory and agreements are compacted."""
     specs: list[TopicSpec] = []
     for pid in sorted(participants):
-        specs += [TopicSpec(f"cb.out.{pid}", 1), TopicSpec(f"cb.in.{pid}", inbox_partitions)]
+        specs += [TopicSpec(names.outbox(pid), partitions), TopicSpec(names.inbox(pid), partitions)]
     specs += [
-        TopicSpec("cb.audit", 3),
-        TopicSpec("cb.quarantine", 3),
-        TopicSpec("cb.deadlines.tick", 3),
-        TopicSpec("cb.directory", 1, compacted=True),
-        TopicSpec("cb.agreements", 1, compacted=True),
+        TopicSpec(names.ROUTER_STATE, partitions, compacted=True),
+        TopicSpec(names.AUDIT, 3),
+        TopicSpec(names.QUARANTINE, 3),
+        TopicSpec(names.DEADLINES_TICK, 3),
+        TopicSpec(names.DIRECTORY, 1, compacted=True),
+        TopicSpec(names.AGREEMENTS, 1, compacted=True),
     ]
     return specs
 
@@ -39,9 +43,9 @@ async def sync_topics(settings: Settings, specs: Iterable[TopicSpec], replicatio
     groups: dict[tuple[int, bool], list[str]] = {}
     for spec in specs:
         groups.setdefault((spec.partitions, spec.compacted), []).append(spec.name)
-    for (partitions, compacted), names in groups.items():
+    for (partitions, compacted), topic_names in groups.items():
         config = {"cleanup.policy": "compact"} if compacted else {}
         if replication >= 3:
             config["min.insync.replicas"] = "2"
-        created += await ensure_topics(settings, names, partitions, replication, config)
+        created += await ensure_topics(settings, topic_names, partitions, replication, config)
     return created

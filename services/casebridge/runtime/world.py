@@ -8,12 +8,11 @@ participant, the directory, and each agreement signed by its signatories' keys.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from casebridge.core import avro, relay, sealing
+from casebridge.core import avro, relay
 from casebridge.core.agreements import (
     Agreement,
     Signature,
@@ -25,12 +24,11 @@ from casebridge.core.agreements import (
 from casebridge.core.directory import SECRETARIAT, verify_directory
 from casebridge.core.errors import PolicyError
 from casebridge.core.keys import Identity
-from casebridge.core.model import Directory, Header
+from casebridge.core.model import Directory
 from casebridge.core.routing import Policy, index_agreements
 from casebridge.runtime.keystore import bootstrap_trust, load_default_schemas, load_identity, load_public
 from casebridge.runtime.settings import PROJECT_ROOT
 
-ROUTER = "REG.ROUTER"
 PARTICIPANTS = PROJECT_ROOT / "deploy" / "directory" / "participants.yaml"
 AGREEMENTS = PROJECT_ROOT / "deploy" / "agreements"
 
@@ -56,41 +54,6 @@ class World:
 
     def context(self, now: datetime) -> relay.Context:
         return relay.Context(self.directory, self.policy, self.schemas, now, self.max_age)
-
-    def rejection_receipt(self, refused: Header, code: str, why: str, now: datetime) -> bytes | None:
-        """The router's signed ``receipt.rejected`` to the sender of ``refused``."""
-        if refused.sender not in self.directory.participants:
-            return None
-        header = Header(
-            event_id=str(uuid.uuid4()),
-            event_type="receipt.rejected",
-            sender=ROUTER,
-            sender_key_id="",
-            created_at=now,
-            case_ref=refused.case_ref,
-            to=(refused.sender,),
-            handling_code="H0",
-            correlation_id=refused.event_id,
-        )
-        payload = {
-            "operational": {
-                "for_event_id": refused.event_id,
-                "envelope_hash": b"",
-                "at": now,
-                "code": code,
-                "why": why[:500],
-                "note": None,
-            }
-        }
-        return sealing.seal(
-            header,
-            payload,
-            self.identity(ROUTER),
-            {refused.sender: frozenset({"operational"})},
-            self.directory,
-            now,
-            schemas=self.schemas,
-        )
 
 
 def document_paths(folder: Path) -> list[Path]:

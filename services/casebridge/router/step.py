@@ -1,0 +1,216 @@
+"""The router's decision for one outbox record as a pure step: ``step(state, record, ctx) ->
+Step(outgoing records, state changes, log line)``. No Kafka here: the loop (loop.py) polls,
+steps, produces and commits; unit tests drive this module without a broker.
+
+What one record yields, all in the batch's transaction:
+- accepted: the unchanged bytes to each permitted recipient's ``cb.in.*`` (with ``ce_*``
+  headers), an audit record, and the changes of the partition's tables;
+- refused: a quarantine record, an audit record and, when the bytes verified, a signed
+  ``receipt.rejected`` to the owner of the outbox it was written to (who wrote it);
+- a retransmission of bytes already accepted: nothing (delivered once);
+- a record whose outputs Kafka could not take because of the record itself (too large, with its
+  copies and headers): quarantined ``oversized`` with its first 64 KiB, size and hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from casebridge.core import issued, relay, topics
+from casebridge.core.keys import Identity
+from casebridge.core.model import CaseState, Header
+from casebridge.core.sealing import VerifiedEnvelope, envelope_hash
+from casebridge.router.state import Change, PartitionState, Seen
+
+MAX_RECORD_BYTES = 1_000_000  # below the brokers' 1 MiB message.max.bytes, with room for batch overhead
+RECORD_OVERHEAD = 512  # bytes a record adds to its key, value and headers in a batch (generous)
+KEY_LIMIT = 1_024  # a longer Kafka key (a case reference) is not copied into refusal records
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of a ``cb.out.*`` topic, as consumed."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def where(self) -> relay.Position:
+        return relay.Position(self.topic, self.partition, self.offset)
+
+    @property
+    def at(self) -> tuple[str, int, int]:
+        return (self.topic, self.partition, self.offset)
+
+
+@dataclass(frozen=True)
+class Out:
+    """One record to produce; ``partition`` None lets the murmur2 partitioner place it by key."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    partition: int | None = None
+
+    @property
+    def size(self) -> int:
+        return (len(self.key or b"") + len(self.value or b"") + RECORD_OVERHEAD
+                + sum(len(n) + len(v) for n, v in self.headers))
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a step knows besides the state: the relay context, the router's signing identity."""
+
+    relay: relay.Context
+    router: Identity
+    max_record_bytes: int = MAX_RECORD_BYTES
+    poison: frozenset[tuple[str, int, int]] = frozenset()  # records Kafka refused to take
+
+    @property
+    def now(self) -> datetime:
+        return self.relay.now
+
+    @property
+    def keep_seen(self) -> timedelta:
+        """How long an event id must be remembered: while its envelope is not yet ``stale``."""
+        return self.relay.max_age + timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Step:
+    outgoing: tuple[Out, ...]
+    changes: tuple[Change, ...]
+    outcome: str  # delivered, quarantined, duplicate
+    log: dict[str, Any] = field(default_factory=dict)  # the record's summary line (no personal data)
+
+
+def step(state: PartitionState, record: Record, ctx: Ctx,
+         admitted: VerifiedEnvelope | relay.Quarantine | None = None) -> Step:
+    """The router's outcome for one record; ``admitted`` is ``relay.admit(record.value)`` when the
+    loop verified it ahead (in parallel), else it is computed here."""
+    value = record.value or b""
+    if record.at in ctx.poison:
+        return oversized(record, None, ctx, "Kafka refused this record's outputs")
+    verified = admitted if admitted is not None else relay.admit(value, ctx.relay)
+    if isinstance(verified, relay.Quarantine):
+        result = refused(record, verified, ctx)
+    else:
+        result = decided(state, record, verified, ctx)
+    if any(out.size > ctx.max_record_bytes for out in result.outgoing):
+        header = verified.header if isinstance(verified, VerifiedEnvelope) else None
+        return oversized(record, header, ctx, "its outputs exceed the largest record Kafka takes")
+    return result
+
+
+def decided(state: PartitionState, record: Record, verified: VerifiedEnvelope, ctx: Ctx) -> Step:
+    header = verified.header
+    seen = state.seen.get(header.event_id)
+    outcome = relay.decide(
+        verified,
+        record.key,
+        record.where,
+        seen.accepted if seen else None,
+        state.senders.get(header.sender, relay.SenderState()),
+        state.cases.get(header.case_ref, CaseState()),
+        ctx.relay,
+    )
+    if isinstance(outcome, relay.Quarantine):
+        return refused(record, outcome, ctx)
+    if isinstance(outcome, relay.Duplicate):
+        first = outcome.first
+        return Step((), (), "duplicate", {"event_id": header.event_id, "sender": header.sender,
+                                          "first_offset": first.offset})
+    return forward(state, record, outcome, ctx)
+
+
+def forward(state: PartitionState, record: Record, outcome: relay.Forward, ctx: Ctx) -> Step:
+    header = outcome.header
+    key = header.case_ref.encode()
+    headers = tuple(issued.cloudevent_headers(header))
+    deliveries = [Out(topics.inbox(r), key, record.value, headers) for r in outcome.recipients]
+    agreement = outcome.decision.agreements[0][0] if outcome.decision.agreements else None
+    audit = issued.audit_record(ctx.relay.schemas, header, outcome.envelope_hash, record.at, "delivered",
+                                None, outcome.recipients, outcome.flags, ctx.now, agreement)
+    changes = [Change("e", header.event_id, Seen(relay.Accepted(record.where, outcome.envelope_hash),
+                                                 header.created_at))]
+    if state.senders.get(header.sender) != outcome.sender_state:
+        changes.append(Change("s", header.sender, outcome.sender_state))
+    if state.cases.get(header.case_ref, CaseState()) != outcome.case_state:
+        changes.append(Change("c", header.case_ref, outcome.case_state))
+    return Step(
+        (*deliveries, Out(topics.AUDIT, key, audit)),
+        tuple(changes),
+        "delivered",
+        {"event_id": header.event_id, "sender": header.sender, "event_type": header.event_type,
+         "recipients": list(outcome.recipients), "flags": list(outcome.flags)},
+    )
+
+
+def refused(record: Record, outcome: relay.Quarantine, ctx: Ctx) -> Step:
+    """Quarantine, audit, and a signed rejection to the outbox's owner when the bytes verified."""
+    header = outcome.header
+    key = record.key if record.key is not None and len(record.key) <= KEY_LIMIT else None
+    schemas = ctx.relay.schemas
+    outgoing = [
+        Out(topics.QUARANTINE, key, issued.quarantine_record(schemas, outcome.code, outcome.why, header,
+                                                             record.at, record.value or b"", ctx.now)),
+        Out(topics.AUDIT, key, issued.audit_record(schemas, header, None, record.at, "quarantined",
+                                                   outcome.code, (), (), ctx.now)),
+    ]
+    receipt = rejection_out(record, header, outcome, ctx)
+    if receipt is not None:
+        outgoing.append(receipt)
+    return Step(tuple(outgoing), (), "quarantined", summary(outcome.code, header))
+
+
+def rejection_out(record: Record, header: Header | None, outcome: relay.Quarantine, ctx: Ctx) -> Out | None:
+    """The signed ``receipt.rejected`` to whoever wrote the record: the owner of its outbox."""
+    owner = topics.owner_of(record.topic)
+    directory = ctx.relay.directory
+    if header is None or header.event_type == "receipt.rejected" or owner not in directory.participants:
+        return None
+    assert owner is not None
+    receipt_header, data = issued.rejection(ctx.relay.schemas, directory, ctx.router, header, owner,
+                                            envelope_hash(record.value or b""), outcome.code, outcome.why,
+                                            ctx.now)
+    return Out(topics.inbox(owner), receipt_header.case_ref.encode(), data,
+               tuple(issued.cloudevent_headers(receipt_header)))
+
+
+def oversized(record: Record, header: Header | None, ctx: Ctx, why: str) -> Step:
+    """Keep a record whose outputs are too large for Kafka: its first bytes, size and hash; the
+    audit and the rejection only where they fit (a huge case reference does not)."""
+    outcome = relay.Quarantine("oversized", why, header)
+    schemas = ctx.relay.schemas
+    key = record.key if record.key is not None and len(record.key) <= KEY_LIMIT else None
+    kept = Out(topics.QUARANTINE, key, issued.quarantine_record(
+        schemas, "oversized", why, None, record.at, record.value or b"", ctx.now, keep=issued.KEPT_ORIGINAL))
+    audit = Out(topics.AUDIT, key, issued.audit_record(schemas, header, None, record.at, "quarantined",
+                                                       "oversized", (), (), ctx.now))
+    if audit.size > ctx.max_record_bytes:
+        audit = Out(topics.AUDIT, key, issued.audit_record(schemas, None, None, record.at, "quarantined",
+                                                           "oversized", (), (), ctx.now))
+    outgoing = [kept, audit]
+    fits = header is not None and len(header.case_ref) <= KEY_LIMIT
+    receipt = rejection_out(record, header, outcome, ctx) if fits else None
+    if receipt is not None and receipt.size <= ctx.max_record_bytes:
+        outgoing.append(receipt)
+    return Step(tuple(outgoing), (), "quarantined", summary("oversized", header))
+
+
+def summary(code: str, header: Header | None) -> dict[str, Any]:
+    if header is None:
+        return {"code": code}
+    return {"code": code, "event_id": header.event_id, "sender": header.sender}
+
+
+def expire(state: PartitionState, partition: int, ctx: Ctx) -> Step:
+    """Forget the event ids of envelopes that are stale by now (the state stays bounded)."""
+    return Step((), tuple(state.expired(ctx.now, ctx.keep_seen)), "expired", {"partition": partition})
