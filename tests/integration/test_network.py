@@ -221,7 +221,8 @@ async def quarantined(
 def test_each_reject_code_lands_in_quarantine(
     net: localnet.LocalNet, code: str, owner: str, make: Any, receipt: bool
 ) -> None:
-    """A bad record is kept in cb.quarantine with its stable code; a verified sender gets a receipt."""
+    """A bad record is kept in cb.quarantine with its stable code; when the bytes verified, whoever
+    wrote them (the owner of the outbox) gets a signed receipt.rejected."""
     head = header()
     data = make(net, head)
     asyncio.run(publish(net.settings, f"cb.out.{owner}", head.case_ref.encode(), data))
@@ -229,7 +230,7 @@ def test_each_reject_code_lands_in_quarantine(
     assert quarantine_codes(net, data) == [code]  # kept once, with its code
     if receipt:
         assert scenario.wait_for(
-            lambda: "REG.ROUTER" in scenario.receipts_from(net, "TH.MSDHS", head.event_id, "rejected"), 30
+            lambda: "REG.ROUTER" in scenario.receipts_from(net, owner, head.event_id, "rejected"), 30
         )
 
 

@@ -449,12 +449,12 @@ def run_misdirected(net: LocalNet, world: World, say: Say, timeout: float = 30.0
         schemas=world.schemas,
     )
     asyncio.run(publish_once(net.settings, "cb.out.TH.RTP", header.case_ref.encode(), data))
-    refused = wait_for(
-        lambda: "REG.ROUTER" in receipts_from(net, "TH.MSDHS", header.event_id, "rejected"), timeout
+    refused = wait_for(  # told: who wrote it (TH.RTP), not the sender it names, whose record stays
+        lambda: "REG.ROUTER" in receipts_from(net, "TH.RTP", header.event_id, "rejected"), timeout
     )
     say(
         f"{'REFUSED ' if refused else 'MISSING '} router: a TH.MSDHS envelope in cb.out.TH.RTP -> "
-        "cb.quarantine (sender_topic_mismatch); signed receipt.rejected back to TH.MSDHS"
+        "cb.quarantine (sender_topic_mismatch); signed receipt.rejected to TH.RTP, who wrote it"
     )
     return refused
 
