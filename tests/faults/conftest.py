@@ -32,7 +32,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         sasl_username=handle.settings.sasl_username,
         sasl_password=handle.settings.sasl_password,
         replication=3,
-        stall_seconds=30.0,
     )
     try:
         net = localnet.start(settings, NODES)

@@ -8,7 +8,6 @@ as its own principal; the tests publish crafted records as the admin), so that i
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import uuid
 from collections.abc import Iterator
@@ -300,61 +299,6 @@ def plans_by_case(net: localnet.LocalNet, event_ids: set[str]) -> dict[str, list
             plan = event["payload"]["operational"]["plan_ref"]
             by_case.setdefault(event["case_ref"], []).append(int(plan.split("-")[1]))
     return by_case
-
-
-async def end_offset(settings: Settings, topic: str) -> int:
-    consumer = new_consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        return int((await consumer.end_offsets([tp]))[tp])
-    finally:
-        await consumer.stop()
-
-
-async def move_commit(settings: Settings, group: str, topic: str, offset: int, timeout: float = 60.0) -> None:
-    """Commit ``offset`` for a stopped group, once its (static) member's session has ended."""
-    tp = TopicPartition(topic, 0)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        consumer = new_consumer(settings, group_id=group)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.commit({tp: offset})
-            return
-        except Exception:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        finally:
-            await consumer.stop()
-        await asyncio.sleep(1.0)
-
-
-def test_records_a_consumer_skipped_are_routed_first_and_in_order(net: localnet.LocalNet) -> None:
-    """The router's group commit is moved 5 records forward while it is stopped, as a consumer that
-    skips would leave it: the restarted router reads those 5 back before the record after them."""
-    outbox = "cb.out.TH.MSDHS"
-    net.stop_service("router")
-    start = asyncio.run(end_offset(net.settings, outbox))
-    sent = []
-    for n in range(12):
-        status, body = net.call("TH.MSDHS", "POST", "/events", scenario.return_plan(f"CB-G-{n % 2}", n))
-        assert status == 202, body
-        sent.append(body["event_id"])
-    assert scenario.wait_for(lambda: asyncio.run(end_offset(net.settings, outbox)) == start + 12, 30)
-    asyncio.run(move_commit(net.settings, access.app_id(access.ROUTER), outbox, start + 5))
-    net.spawn("router", ["router", "run"], principal=access.ROUTER)
-    stored = lambda: {e["event_id"] for e in scenario.inbox(net, "KH.MOSVY")}  # noqa: E731
-    assert scenario.wait_for(lambda: set(sent) <= stored(), 120)
-    by_case = plans_by_case(net, set(sent))
-    assert by_case == {"CB-G-0": [0, 2, 4, 6, 8, 10], "CB-G-1": [1, 3, 5, 7, 9, 11]}
-    lines = [json.loads(line) for line in net.services["router"].log.read_text().splitlines()
-             if line.startswith("{")]
-    caught = [line for line in lines if line.get("event") == "gap_caught_up" and line["topic"] == outbox]
-    assert caught and caught[-1]["routed"] == 5, caught
-    say(f"router restarted with its commit 5 records ahead: read back {caught[-1]['routed']}, "
-        f"stored in per-case order: {by_case}")
 
 
 async def all_topic_bytes(settings: Settings) -> bytes:

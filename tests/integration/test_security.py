@@ -100,12 +100,14 @@ def expected(principal: str, topic: str, op: str, participants: set[str]) -> boo
     readers = {
         "cb.audit": {access.DEADLINES, access.MONITOR},
         "cb.quarantine": set(),
-        "cb.deadlines.tick": {access.DEADLINES},
+        "cb.router.state": {access.ROUTER},
+        "cb.deadlines.state": {access.DEADLINES},
     }
     writers = {
         "cb.audit": {access.ROUTER, access.DEADLINES},
         "cb.quarantine": {access.ROUTER},
-        "cb.deadlines.tick": {access.DEADLINES},
+        "cb.router.state": {access.ROUTER},
+        "cb.deadlines.state": {access.DEADLINES},
     }
     return principal in (readers if op == "read" else writers)[topic]
 

@@ -109,7 +109,7 @@ def test_verified_envelope_is_forwarded_to_the_granted_recipients() -> None:
     assert isinstance(outcome, relay.Forward)
     assert outcome.recipients == tuple(sorted(granted(header)))
     assert set(outcome.recipients) == {"KH.MOSVY", "KH.CWCC"}
-    assert (outcome.flags, outcome.redelivery) == ((), False)
+    assert outcome.flags == ()
     assert outcome.header.event_id == header.event_id
 
 
@@ -174,16 +174,13 @@ def test_a_duplicate_on_another_participants_topic_is_still_a_mismatch() -> None
     assert outcome.code == "sender_topic_mismatch"
 
 
-def test_event_seen_at_the_same_position_is_a_redelivery() -> None:
-    """The same record read again is forwarded again, marked a redelivery and without flags."""
+def test_event_seen_at_the_same_position_is_a_duplicate() -> None:
+    """The same record read again (its transaction committed) is dropped, even when the hash of
+    what was accepted there is not known."""
     header = make_header(sequence=5, prev_hash=b"\x01" * 32)
-    head = relay.SenderState(9, b"\x02" * 32)
     data = sealed(header)
-    outcome = decide(data, seen=relay.Accepted(HERE, sealing.envelope_hash(data)), sender=head)
-    assert isinstance(outcome, relay.Forward)
-    assert outcome.redelivery is True
-    assert outcome.flags == ()
-    assert outcome.sender_state == head
+    outcome = decide(data, seen=relay.Accepted(HERE, b""))
+    assert isinstance(outcome, relay.Duplicate) and outcome.first == HERE
 
 
 CHAIN = b"\x07" * 32

@@ -10,8 +10,9 @@ import pytest
 from casebridge.core import avro, issued, sealing, topics
 from casebridge.core.model import CaseState
 from casebridge.core.relay import Accepted, Position, SenderState
+from casebridge.core.stream import Change, Record, Step, Tables
 from casebridge.router import state as tables
-from casebridge.router.step import Ctx, Record, Step, expire, step
+from casebridge.router.step import Ctx, expire, step
 from tests.unit.test_relay import CASE, NGO_OK, NOW, make_header, sealed, world
 
 OUTBOX = "cb.out.TH.MSDHS"
@@ -22,9 +23,9 @@ def ctx(**over: object) -> Ctx:
     return Ctx(w.context(NOW), w.identity(issued.ROUTER), **over)  # type: ignore[arg-type]
 
 
-def fresh(case: CaseState = NGO_OK) -> tables.PartitionState:
-    state = tables.PartitionState()
-    state.cases[CASE] = case
+def fresh(case: CaseState = NGO_OK) -> Tables:
+    state = tables.new_tables()
+    state["c"][CASE] = case
     return state
 
 
@@ -32,7 +33,7 @@ def record(data: bytes, offset: int = 10, topic: str = OUTBOX, key: bytes | None
     return Record(topic, 2, offset, key, data)
 
 
-def run(state: tables.PartitionState, rec: Record, c: Ctx | None = None) -> Step:
+def run(state: Tables, rec: Record, c: Ctx | None = None) -> Step:
     return step(state, rec, c or ctx())
 
 
@@ -124,7 +125,7 @@ def test_a_valid_envelope_with_a_huge_case_reference_is_kept_oversized_and_nothi
     huge = "C" * 400_000
     data = sealed(make_header(case_ref=huge))
     state = fresh()
-    state.cases[huge] = NGO_OK
+    state["c"][huge] = NGO_OK
     result = run(state, record(data, key=huge.encode()))
     assert result.outcome == "quarantined" and result.log["code"] == "oversized"
     assert not [o for o in result.outgoing if o.topic.startswith(topics.IN_PREFIX)]
@@ -149,13 +150,13 @@ def test_withheld_consent_changes_the_case_flags_in_the_state() -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        tables.Change("e", "ev-1", tables.Seen(Accepted(Position(OUTBOX, 3, 9), b"\x01\x02"), NOW)),
-        tables.Change("s", "TH.MSDHS", SenderState(7, b"\xff" * 32)),
-        tables.Change("c", CASE, CaseState(frozenset({"ngo_sharing"}), True)),
-        tables.Change("e", "ev-2", None),
+        Change("e", "ev-1", tables.Seen(Accepted(Position(OUTBOX, 3, 9), b"\x01\x02"), NOW)),
+        Change("s", "TH.MSDHS", SenderState(7, b"\xff" * 32)),
+        Change("c", CASE, CaseState(frozenset({"ngo_sharing"}), True)),
+        Change("e", "ev-2", None),
     ],
 )
-def test_state_changes_round_trip_through_the_changelog(change: tables.Change) -> None:
+def test_state_changes_round_trip_through_the_changelog(change: Change) -> None:
     """Every typed change encodes to a changelog record (None: a tombstone) and decodes back."""
     assert tables.decode(*tables.encode(change)) == change
 
@@ -164,11 +165,11 @@ def test_a_layer_keeps_a_batchs_changes_apart_until_they_are_applied() -> None:
     """A batch's view sees its own changes; the state itself changes only when they are applied."""
     base = fresh()
     view = base.layer()
-    change = tables.Change("s", "TH.MSDHS", SenderState(3, b"h"))
+    change = Change("s", "TH.MSDHS", SenderState(3, b"h"))
     view.apply([change])
-    assert view.senders["TH.MSDHS"] == SenderState(3, b"h") and "TH.MSDHS" not in base.senders
+    assert view["s"]["TH.MSDHS"] == SenderState(3, b"h") and "TH.MSDHS" not in base["s"]
     base.apply([change])
-    assert base.senders["TH.MSDHS"] == SenderState(3, b"h")
+    assert base["s"]["TH.MSDHS"] == SenderState(3, b"h")
 
 
 def test_event_ids_are_forgotten_once_their_envelopes_are_stale() -> None:
@@ -176,8 +177,8 @@ def test_event_ids_are_forgotten_once_their_envelopes_are_stale() -> None:
     state = fresh()
     old = tables.Seen(Accepted(Position(OUTBOX, 2, 1)), NOW - timedelta(days=8))
     new = tables.Seen(Accepted(Position(OUTBOX, 2, 2)), NOW - timedelta(days=1))
-    state.seen.update({"old": old, "new": new})
+    state["e"].update({"old": old, "new": new})
     result = expire(state, 2, ctx())
-    assert result.changes == (tables.Change("e", "old", None),)
+    assert result.changes == (Change("e", "old", None),)
     state.apply(result.changes)
-    assert set(state.seen) == {"new"}
+    assert set(state["e"]) == {"new"}

@@ -7,8 +7,8 @@ from casebridge.runtime.topics import TopicSpec, network_topics
 SHARED = {
     "cb.router.state": TopicSpec("cb.router.state", 6, compacted=True),
     "cb.audit": TopicSpec("cb.audit", 3),
+    "cb.deadlines.state": TopicSpec("cb.deadlines.state", 3, compacted=True),
     "cb.quarantine": TopicSpec("cb.quarantine", 3),
-    "cb.deadlines.tick": TopicSpec("cb.deadlines.tick", 3),
     "cb.directory": TopicSpec("cb.directory", 1, compacted=True),
     "cb.agreements": TopicSpec("cb.agreements", 1, compacted=True),
 }
@@ -24,11 +24,11 @@ def test_outboxes_inboxes_and_the_router_state_are_co_partitioned() -> None:
 
 
 def test_shared_topics_and_compaction() -> None:
-    """Audit, quarantine and ticks are shared; the router state, directory and agreements are compacted."""
+    """Audit and quarantine are shared; the processors' state, directory and agreements are compacted."""
     specs = {s.name: s for s in network_topics(["TH.MSDHS"])}
     assert {n: specs[n] for n in SHARED} == SHARED
-    assert {s.name for s in specs.values() if s.compacted} == {"cb.router.state", "cb.directory",
-                                                                "cb.agreements"}
+    assert {s.name for s in specs.values() if s.compacted} == {"cb.router.state", "cb.deadlines.state",
+                                                                "cb.directory", "cb.agreements"}
     assert len(specs) == 2 + len(SHARED)
 
 
@@ -45,6 +45,6 @@ def test_partition_count_and_order() -> None:
 
 
 def test_no_participants_leaves_the_shared_topics() -> None:
-    """A network with no participants still has its six shared topics, with no duplicates."""
+    """A network with no participants still has its shared topics, with no duplicates."""
     names = [s.name for s in network_topics([])]
     assert sorted(names) == sorted(SHARED)

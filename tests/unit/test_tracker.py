@@ -1,4 +1,4 @@
-"""The deadline tracker's logic (``casebridge.core.tracker``) on the committed TH-KH agreement."""
+"""The deadline tracker's logic (``casebridge.core.deadlines``) on the committed TH-KH agreement."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from casebridge.core import tracker
+from casebridge.core import deadlines as tracker
 from casebridge.core.deadlines import Calendar, obligations, parse_calendars
 from casebridge.core.model import Header
 from tests.unit.policy_fixtures import AGREEMENTS_DIR, NOW, agreement, header

@@ -101,33 +101,36 @@ def preflight(settings: Settings, world: World, acting_as: str) -> None:
 
 
 def cmd_router_run(args: argparse.Namespace) -> int:
-    from casebridge.router.loop import Router
-    from casebridge.runtime.ckafka import follow_directory
+    from casebridge.router import loop
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, access.ROUTER)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    router = Router(settings, world)
-    follow_directory(settings, router, stop)
-    return router.run(stop)
+    return loop.run(settings, world, stop_on_signals())
 
 
 def cmd_deadlines_run(args: argparse.Namespace) -> int:
     from casebridge.core.deadlines import parse_calendars
-    from casebridge.router.deadlines import create_tracker
+    from casebridge.deadlines import loop
     from casebridge.runtime.world import AGREEMENTS
 
     settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)
     scale = args.scale if args.scale is not None else settings.deadline_scale
     calendars_file = AGREEMENTS / "calendars.yaml"
     calendars = parse_calendars(calendars_file.read_text(), str(calendars_file))
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, access.DEADLINES)
-    return run_worker(create_tracker(settings, world, calendars, scale), settings)
+    return loop.run(settings, world, calendars, scale, stop_on_signals())
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: a stream worker ends its batch, leaves its group, exits."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:

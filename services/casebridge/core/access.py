@@ -72,7 +72,9 @@ def services() -> list[Grant]:
         *[Grant(ROUTER, "transactional_id", f"{app_id(ROUTER)}-", "prefixed", op)
           for op in ("write", "describe")],
         *topic(DEADLINES, names.AUDIT, "read", "write", "describe"),
-        *topic(DEADLINES, names.DEADLINES_TICK, "read", "write", "describe"),
+        *topic(DEADLINES, names.DEADLINES_STATE, "read", "write", "describe"),
+        *[Grant(DEADLINES, "transactional_id", f"{app_id(DEADLINES)}-", "prefixed", op)
+          for op in ("write", "describe")],
         *topic(DEADLINES, names.IN_PREFIX, "write", "describe", pattern="prefixed"),
         *topic(MONITOR, names.AUDIT, "read", "describe"), *own_app(MONITOR),
     ]

@@ -22,7 +22,7 @@ from casebridge.core.topics import owner_of
 
 @dataclass(frozen=True)
 class Position:
-    """Where a record sits in Kafka: a redelivery has the same position, a replay another."""
+    """Where a record sits in Kafka: the same record read again has the same position, a replay another."""
 
     topic: str
     partition: int
@@ -56,7 +56,6 @@ class Forward:
     flags: tuple[str, ...]  # e.g. ("sequence_gap",): delivered, but flagged in audit
     sender_state: SenderState
     case_state: CaseState
-    redelivery: bool = False  # the same record seen before (at-least-once): deliver again
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,9 @@ class Quarantine:
 
 @dataclass(frozen=True)
 class Duplicate:
-    """The sender's retransmission of an envelope already accepted: the same bytes at a later offset
-    of its own topic (a publish retried after a lost acknowledgement). Dropped: delivered once."""
+    """An envelope already accepted: the sender's retransmission of the same bytes at a later offset
+    of its own topic (a publish retried after a lost acknowledgement), or the same record read
+    again. Dropped: delivered once."""
 
     header: Header
     first: Position
@@ -110,8 +110,8 @@ def decide(
     problem = check_origin(header, key, where)
     if problem is not None:
         return problem
-    if seen is not None and seen.position != where:
-        if seen.envelope_hash == verified.hash:
+    if seen is not None:  # accepted in a committed transaction: its offset was committed with it
+        if seen.position == where or seen.envelope_hash == verified.hash:
             return Duplicate(header, seen.position)
         first = seen.position
         return Quarantine(
@@ -128,17 +128,9 @@ def decide(
     recipients = tuple(sorted(set(header.recipients) & decision.grants.keys()))
     if not recipients:
         return Quarantine("recipient_not_permitted", "no sealed recipient is permitted", header)
-    redelivery = seen is not None
     flags, next_sender = chain_step(header, verified.hash, sender)
     return Forward(
-        header,
-        verified.hash,
-        decision,
-        recipients,
-        () if redelivery else flags,
-        next_sender,
-        apply_case_flags(case, header),
-        redelivery,
+        header, verified.hash, decision, recipients, flags, next_sender, apply_case_flags(case, header)
     )
 
 

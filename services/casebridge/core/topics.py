@@ -15,8 +15,9 @@ AUDIT = "cb.audit"
 QUARANTINE = "cb.quarantine"
 DIRECTORY = "cb.directory"
 AGREEMENTS = "cb.agreements"
-DEADLINES_TICK = "cb.deadlines.tick"
+DEADLINES_STATE = "cb.deadlines.state"  # the tracker's compacted changelog, co-partitioned with cb.audit
 ROUTER_STATE = "cb.router.state"  # the router's compacted changelog, co-partitioned with cb.out.*
+AUDIT_PARTITIONS = 3
 DEFAULT_PARTITIONS = 6
 
 

@@ -1,7 +1,7 @@
-"""The router's state for one partition of the outboxes, typed, and its changelog encoding.
+"""The router's tables for one partition of the outboxes, typed, and their changelog encoding.
 
 Partition p of every ``cb.out.*`` topic holds the same cases (murmur2 of the case reference), so
-the router's state for them lives in partition p of the compacted ``cb.router.state`` topic,
+the router's tables for them live in partition p of the compacted ``cb.router.state`` topic,
 written in the same transaction as the deliveries, read back when the partition is assigned:
 
 - ``e|<event id>`` -> where the id was accepted and the envelope's hash (replay vs duplicate),
@@ -13,13 +13,14 @@ written in the same transaction as the deliveries, read back when the partition 
 from __future__ import annotations
 
 import json
-from collections import ChainMap
-from collections.abc import Iterable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from casebridge.core.model import CaseState
 from casebridge.core.relay import Accepted, Position, SenderState
+from casebridge.core.stream import Change, Tables
+
+KINDS = ("e", "s", "c")
 
 
 @dataclass(frozen=True)
@@ -30,43 +31,14 @@ class Seen:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class Change:
-    """One entry of the state set (value) or deleted (None)."""
-
-    kind: str  # "e" seen event id, "s" sender chain head, "c" case flags
-    key: str
-    value: Seen | SenderState | CaseState | None
+def new_tables() -> Tables:
+    return Tables(KINDS)
 
 
-@dataclass
-class PartitionState:
-    """The three tables of one partition; ``layer`` gives a view with uncommitted changes on top."""
-
-    seen: MutableMapping[str, Seen] = field(default_factory=dict)
-    senders: MutableMapping[str, SenderState] = field(default_factory=dict)
-    cases: MutableMapping[str, CaseState] = field(default_factory=dict)
-
-    def table(self, kind: str) -> MutableMapping[str, object]:
-        return {"e": self.seen, "s": self.senders, "c": self.cases}[kind]  # type: ignore[return-value]
-
-    def apply(self, changes: Iterable[Change]) -> None:
-        for change in changes:
-            table = self.table(change.kind)
-            if change.value is None:
-                table.pop(change.key, None)
-            else:
-                table[change.key] = change.value
-
-    def layer(self) -> PartitionState:
-        """A view for one batch: its writes stay in a layer above this state, which changes only
-        when the batch's transaction committed (``apply`` the batch's changes then)."""
-        return PartitionState(ChainMap({}, self.seen), ChainMap({}, self.senders), ChainMap({}, self.cases))
-
-    def expired(self, now: datetime, keep: timedelta) -> list[Change]:
-        """Deletions of the event ids created before ``now - keep``."""
-        cutoff = now - keep
-        return [Change("e", k, None) for k, v in self.seen.items() if v.created_at < cutoff]
+def expired(tables: Tables, now: datetime, keep: timedelta) -> list[Change]:
+    """Deletions of the event ids created before ``now - keep``."""
+    cutoff = now - keep
+    return [Change("e", k, None) for k, v in tables["e"].items() if v.created_at < cutoff]
 
 
 def encode(change: Change) -> tuple[bytes, bytes | None]:

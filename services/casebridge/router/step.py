@@ -14,7 +14,7 @@ What one record yields, all in the batch's transaction:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,46 +22,11 @@ from casebridge.core import issued, relay, topics
 from casebridge.core.keys import Identity
 from casebridge.core.model import CaseState, Header
 from casebridge.core.sealing import VerifiedEnvelope, envelope_hash
-from casebridge.router.state import Change, PartitionState, Seen
+from casebridge.core.stream import Change, Out, Record, Step, Tables
+from casebridge.router.state import Seen, expired
 
 MAX_RECORD_BYTES = 1_000_000  # below the brokers' 1 MiB message.max.bytes, with room for batch overhead
-RECORD_OVERHEAD = 512  # bytes a record adds to its key, value and headers in a batch (generous)
 KEY_LIMIT = 1_024  # a longer Kafka key (a case reference) is not copied into refusal records
-
-
-@dataclass(frozen=True)
-class Record:
-    """One record of a ``cb.out.*`` topic, as consumed."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-    @property
-    def where(self) -> relay.Position:
-        return relay.Position(self.topic, self.partition, self.offset)
-
-    @property
-    def at(self) -> tuple[str, int, int]:
-        return (self.topic, self.partition, self.offset)
-
-
-@dataclass(frozen=True)
-class Out:
-    """One record to produce; ``partition`` None lets the murmur2 partitioner place it by key."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    partition: int | None = None
-
-    @property
-    def size(self) -> int:
-        return (len(self.key or b"") + len(self.value or b"") + RECORD_OVERHEAD
-                + sum(len(n) + len(v) for n, v in self.headers))
 
 
 @dataclass(frozen=True)
@@ -83,15 +48,7 @@ class Ctx:
         return self.relay.max_age + timedelta(hours=1)
 
 
-@dataclass(frozen=True)
-class Step:
-    outgoing: tuple[Out, ...]
-    changes: tuple[Change, ...]
-    outcome: str  # delivered, quarantined, duplicate
-    log: dict[str, Any] = field(default_factory=dict)  # the record's summary line (no personal data)
-
-
-def step(state: PartitionState, record: Record, ctx: Ctx,
+def step(state: Tables, record: Record, ctx: Ctx,
          admitted: VerifiedEnvelope | relay.Quarantine | None = None) -> Step:
     """The router's outcome for one record; ``admitted`` is ``relay.admit(record.value)`` when the
     loop verified it ahead (in parallel), else it is computed here."""
@@ -99,26 +56,29 @@ def step(state: PartitionState, record: Record, ctx: Ctx,
     if record.at in ctx.poison:
         return oversized(record, None, ctx, "Kafka refused this record's outputs")
     verified = admitted if admitted is not None else relay.admit(value, ctx.relay)
-    if isinstance(verified, relay.Quarantine):
-        result = refused(record, verified, ctx)
-    else:
-        result = decided(state, record, verified, ctx)
+    try:
+        if isinstance(verified, relay.Quarantine):
+            result = refused(record, verified, ctx)
+        else:
+            result = decided(state, record, verified, ctx)
+    except Exception as exc:  # a fault of ours: keep the record, never stop the stream on it
+        return contained(record, exc, ctx)
     if any(out.size > ctx.max_record_bytes for out in result.outgoing):
         header = verified.header if isinstance(verified, VerifiedEnvelope) else None
         return oversized(record, header, ctx, "its outputs exceed the largest record Kafka takes")
     return result
 
 
-def decided(state: PartitionState, record: Record, verified: VerifiedEnvelope, ctx: Ctx) -> Step:
+def decided(state: Tables, record: Record, verified: VerifiedEnvelope, ctx: Ctx) -> Step:
     header = verified.header
-    seen = state.seen.get(header.event_id)
+    seen = state["e"].get(header.event_id)
     outcome = relay.decide(
         verified,
         record.key,
-        record.where,
+        where(record),
         seen.accepted if seen else None,
-        state.senders.get(header.sender, relay.SenderState()),
-        state.cases.get(header.case_ref, CaseState()),
+        state["s"].get(header.sender, relay.SenderState()),
+        state["c"].get(header.case_ref, CaseState()),
         ctx.relay,
     )
     if isinstance(outcome, relay.Quarantine):
@@ -130,7 +90,7 @@ def decided(state: PartitionState, record: Record, verified: VerifiedEnvelope, c
     return forward(state, record, outcome, ctx)
 
 
-def forward(state: PartitionState, record: Record, outcome: relay.Forward, ctx: Ctx) -> Step:
+def forward(state: Tables, record: Record, outcome: relay.Forward, ctx: Ctx) -> Step:
     header = outcome.header
     key = header.case_ref.encode()
     headers = tuple(issued.cloudevent_headers(header))
@@ -138,11 +98,11 @@ def forward(state: PartitionState, record: Record, outcome: relay.Forward, ctx: 
     agreement = outcome.decision.agreements[0][0] if outcome.decision.agreements else None
     audit = issued.audit_record(ctx.relay.schemas, header, outcome.envelope_hash, record.at, "delivered",
                                 None, outcome.recipients, outcome.flags, ctx.now, agreement)
-    changes = [Change("e", header.event_id, Seen(relay.Accepted(record.where, outcome.envelope_hash),
+    changes = [Change("e", header.event_id, Seen(relay.Accepted(where(record), outcome.envelope_hash),
                                                  header.created_at))]
-    if state.senders.get(header.sender) != outcome.sender_state:
+    if state["s"].get(header.sender) != outcome.sender_state:
         changes.append(Change("s", header.sender, outcome.sender_state))
-    if state.cases.get(header.case_ref, CaseState()) != outcome.case_state:
+    if state["c"].get(header.case_ref, CaseState()) != outcome.case_state:
         changes.append(Change("c", header.case_ref, outcome.case_state))
     return Step(
         (*deliveries, Out(topics.AUDIT, key, audit)),
@@ -205,12 +165,24 @@ def oversized(record: Record, header: Header | None, ctx: Ctx, why: str) -> Step
     return Step(tuple(outgoing), (), "quarantined", summary("oversized", header))
 
 
+def contained(record: Record, exc: Exception, ctx: Ctx) -> Step:
+    """Quarantine a record the router failed on (a bug of ours), so it is neither lost nor retried
+    forever; the log line names the error type."""
+    why = f"the router failed on this record ({type(exc).__name__})"
+    result = refused(record, relay.Quarantine("malformed", why), ctx)
+    return Step(result.outgoing, (), "quarantined", {"code": "malformed", "router_fault": type(exc).__name__})
+
+
+def where(record: Record) -> relay.Position:
+    return relay.Position(record.topic, record.partition, record.offset)
+
+
 def summary(code: str, header: Header | None) -> dict[str, Any]:
     if header is None:
         return {"code": code}
     return {"code": code, "event_id": header.event_id, "sender": header.sender}
 
 
-def expire(state: PartitionState, partition: int, ctx: Ctx) -> Step:
+def expire(state: Tables, partition: int, ctx: Ctx) -> Step:
     """Forget the event ids of envelopes that are stale by now (the state stays bounded)."""
-    return Step((), tuple(state.expired(ctx.now, ctx.keep_seen)), "expired", {"partition": partition})
+    return Step((), tuple(expired(state, ctx.now, ctx.keep_seen)), "expired", {"partition": partition})

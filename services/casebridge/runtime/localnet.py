@@ -75,7 +75,6 @@ class LocalNet:
             "CASEBRIDGE_HOME": str(self.settings.home),
             "CASEBRIDGE_LOG_FORMAT": "json",
             "CASEBRIDGE_REPLICATION": str(self.settings.replication),
-            "CASEBRIDGE_STALL_SECONDS": str(self.settings.stall_seconds),
             "CASEBRIDGE_KAFKA_CA": self.settings.kafka_ca,
             **secured,
             **(extra or {}),

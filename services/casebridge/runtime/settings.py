@@ -30,7 +30,6 @@ class Settings:
     kafka_ca: str = ""  # CA certificate (PEM) to trust: the listener is then SASL_SSL (TLS)
     deadline_scale: float = 1.0  # < 1 shortens every deadline clock (demonstrations only)
     replication: int = 1  # replicas of every topic CaseBridge creates (3 on a 3-node cluster)
-    stall_seconds: float = 60.0  # records waiting and none handled this long: the worker exits
     instance_id: str = ""  # static group membership: a restarted worker takes its place back
     partitions: int = DEFAULT_PARTITIONS  # of every cb.out.* / cb.in.* topic and the router's state
 
@@ -51,7 +50,6 @@ class Settings:
             kafka_ca=env.get("CASEBRIDGE_KAFKA_CA", ""),
             deadline_scale=float(env.get("CASEBRIDGE_DEADLINE_SCALE", base.deadline_scale)),
             replication=int(env.get("CASEBRIDGE_REPLICATION", base.replication)),
-            stall_seconds=float(env.get("CASEBRIDGE_STALL_SECONDS", base.stall_seconds)),
             instance_id=env.get("CASEBRIDGE_INSTANCE_ID", ""),
             partitions=int(env.get("CASEBRIDGE_PARTITIONS", base.partitions)),
         )

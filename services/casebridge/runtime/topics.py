@@ -28,9 +28,9 @@ def network_topics(
         specs += [TopicSpec(names.outbox(pid), partitions), TopicSpec(names.inbox(pid), partitions)]
     specs += [
         TopicSpec(names.ROUTER_STATE, partitions, compacted=True),
-        TopicSpec(names.AUDIT, 3),
+        TopicSpec(names.AUDIT, names.AUDIT_PARTITIONS),
+        TopicSpec(names.DEADLINES_STATE, names.AUDIT_PARTITIONS, compacted=True),
         TopicSpec(names.QUARANTINE, 3),
-        TopicSpec(names.DEADLINES_TICK, 3),
         TopicSpec(names.DIRECTORY, 1, compacted=True),
         TopicSpec(names.AGREEMENTS, 1, compacted=True),
     ]

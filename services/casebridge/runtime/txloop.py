@@ -1,0 +1,342 @@
+"""The transactional loop of CaseBridge's stream processors (the router, the deadline tracker):
+consume a batch, step each record (a pure function of the processor), produce every output and
+table change, and commit them with the consumed offsets in ONE Kafka transaction (KIP-447:
+``send_offsets_to_transaction`` with the consumer's group metadata fences a worker that lost its
+partitions). A batch commits whole or not at all: after an abort the consumer is sought back to
+the batch's first offsets and the batch's table changes, kept in a layer, are dropped.
+
+Partition p of every source topic goes to one worker (range assignor, the same partition count
+everywhere); on assignment the worker reads partition p of its compacted changelog back to its end
+(committed records only) before it handles anything. Workers with the same group id share the
+partitions; nothing else is configured. A ``tick`` runs per assigned partition every
+``tick_every`` seconds, in a transaction of its own (the router's expiry, the tracker's alerts).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from casebridge.core.stream import Change, Out, Record, Step, Tables
+from casebridge.runtime import ckafka
+from casebridge.runtime.logging import get_logger
+from casebridge.runtime.settings import Settings
+
+log = get_logger("casebridge.txloop")
+RESTART_EXIT = 75  # EX_TEMPFAIL: the producer is fenced for good; a supervisor starts the worker again
+TXN_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks read_committed readers this long
+
+
+class Processor(Protocol):
+    """What a stream processor gives the loop; everything but ``prepare`` and ``step`` is wiring."""
+
+    name: str
+    group: str
+    subscription: list[str]
+    changelog: str
+    tick_every: float
+
+    def new_tables(self) -> Tables: ...
+    def encode(self, change: Change) -> tuple[bytes, bytes | None]: ...
+    def decode(self, key: bytes, value: bytes | None) -> Change: ...
+    def context(self, now: datetime, poison: frozenset[tuple[str, int, int]]) -> Any: ...
+    def prepare(self, records: list[Record], ctx: Any) -> list[Any]: ...
+    def step(self, tables: Tables, record: Record, ctx: Any, prepared: Any) -> Step: ...
+    def tick(self, tables: Tables, partition: int, ctx: Any) -> Step: ...
+    def blocked(self, now: datetime) -> str | None: ...
+
+
+class Fatal(Exception):
+    """The transactional producer cannot continue (fenced by a newer instance of its id)."""
+
+
+class RecordFault(Exception):
+    """Kafka refused an output because of the record itself (its size, a header)."""
+
+    def __init__(self, at: tuple[str, int, int], error: KafkaError) -> None:
+        super().__init__(error.str())
+        self.at, self.error = at, error
+
+
+class Loop:
+    """One worker of a processor: a consumer in its group and a transactional producer."""
+
+    def __init__(self, settings: Settings, processor: Processor, *, max_batch: int = 1000,
+                 max_wait: float = 0.05,
+                 before_commit: Callable[[Sequence[Record]], bool] | None = None) -> None:
+        self.settings, self.processor = settings, processor
+        self.max_batch, self.max_wait, self.before_commit = max_batch, max_wait, before_commit
+        self.instance = settings.instance_id or uuid.uuid4().hex[:12]
+        self.transactional_id = f"{processor.group}-{self.instance}"
+        self.tables: dict[int, Tables] = {}
+        self.poison: set[tuple[str, int, int]] = set()
+        self.failed: KafkaError | None = None
+        self.handled = 0
+        self.ticked_at = time.monotonic()
+        self.consumer = self.new_consumer()
+        self.producer = self.new_producer()
+
+    # --- clients -------------------------------------------------------------------------------
+    def new_consumer(self) -> Consumer:
+        extra: dict[str, Any] = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
+        if self.settings.instance_id:  # static membership: a restarted worker takes its partitions back
+            extra["group.instance.id"] = f"{self.processor.group}-{self.settings.instance_id}"
+        consumer = ckafka.consumer(self.settings, self.processor.group, **extra)
+        consumer.subscribe(self.processor.subscription, on_assign=self.on_assign,
+                           on_revoke=self.on_revoke, on_lost=self.on_revoke)
+        return consumer
+
+    def new_producer(self) -> Producer:
+        producer = ckafka.transactional_producer(
+            self.settings, self.transactional_id, **{"transaction.timeout.ms": TXN_TIMEOUT_MS})
+        producer.init_transactions(60)
+        return producer
+
+    # --- assignment ----------------------------------------------------------------------------
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions} - self.tables.keys())
+        self.tables.update(restore(self.settings, self.processor, numbers))
+        log.info(f"{self.processor.name}_assigned", partitions=sorted({tp.partition for tp in partitions}),
+                 topics=len({tp.topic for tp in partitions}), restored=numbers, worker=self.instance)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for number in {tp.partition for tp in partitions}:
+            self.tables.pop(number, None)
+        log.info(f"{self.processor.name}_revoked", partitions=sorted({tp.partition for tp in partitions}),
+                 worker=self.instance)
+
+    # --- the loop --------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> int:
+        log.info(f"{self.processor.name}_up", group=self.processor.group,
+                 consumes=self.processor.subscription, worker=self.instance,
+                 transactional_id=self.transactional_id)
+        try:
+            while not stop.is_set():
+                why = self.processor.blocked(datetime.now(UTC))
+                if why is not None:
+                    self.wait_while_blocked(stop, why)
+                    continue
+                messages = self.consumer.consume(self.max_batch, self.max_wait)
+                batch = [m for m in messages if not self.is_error(m)]
+                if batch:
+                    self.handle(batch)
+                if time.monotonic() - self.ticked_at > self.processor.tick_every:
+                    self.tick()
+        except Fatal as exc:
+            log.error(f"{self.processor.name}_fatal", error=str(exc),
+                      action=f"exit {RESTART_EXIT}; restart the worker")
+            return RESTART_EXIT
+        finally:
+            self.close()
+        return 0
+
+    def handle(self, messages: list[Message]) -> None:
+        """One batch in one transaction. When it aborts, the consumer is sought back to the batch's
+        first offsets and the next poll reads it again (or its new owner does, after a rebalance)."""
+        try:
+            if self.attempt(messages):
+                return
+        except RecordFault as fault:
+            log.warning("record_refused_by_kafka", topic=fault.at[0], partition=fault.at[1],
+                        offset=fault.at[2], error=fault.error.name(), action="quarantine as oversized")
+            self.poison.add(fault.at)
+            self.abort()
+        self.rewind(messages)
+
+    def attempt(self, messages: list[Message]) -> bool:
+        """One try of a batch: True when its transaction committed."""
+        ctx = self.processor.context(datetime.now(UTC), frozenset(self.poison))
+        records = [Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()) for m in messages]
+        prepared = self.processor.prepare(records, ctx)
+        views = {p: self.tables.setdefault(p, self.processor.new_tables()).layer()
+                 for p in {r.partition for r in records}}
+        pending: dict[int, list[Change]] = {p: [] for p in views}
+        self.failed = None
+        self.producer.begin_transaction()
+        for record, ready in zip(records, prepared, strict=True):
+            result = self.processor.step(views[record.partition], record, ctx, ready)
+            self.emit(record.partition, result, record.at)
+            views[record.partition].apply(result.changes)
+            pending[record.partition] += result.changes
+            if result.log:  # one summary line per record that did something
+                log.info("routed" if result.outcome == "delivered" else result.outcome, topic=record.topic,
+                         partition=record.partition, offset=record.offset, outcome=result.outcome,
+                         **result.log)
+        if self.before_commit is not None:  # fault injection (tests): False aborts the batch
+            self.producer.flush(30)
+            if not self.before_commit(records):
+                log.warning("transaction_aborted", error="injected", why="before_commit refused the batch")
+                self.abort()
+                return False
+        if not self.commit(next_offsets(messages)):
+            return False
+        for number, changes in pending.items():
+            self.tables[number].apply(changes)
+        self.handled += len(records)
+        return True
+
+    def tick(self) -> None:
+        """The processor's periodic step for every assigned partition, in one transaction."""
+        self.ticked_at = time.monotonic()
+        ctx = self.processor.context(datetime.now(UTC), frozenset())
+        results = {p: self.processor.tick(t, p, ctx) for p, t in self.tables.items()}
+        if not any(r.outgoing or r.changes for r in results.values()):
+            return
+        self.failed = None
+        self.producer.begin_transaction()
+        for number, result in results.items():
+            self.emit(number, result, ("tick", number, 0))
+        if not self.commit([]):
+            return
+        for number, result in results.items():
+            self.tables[number].apply(result.changes)
+            if result.outgoing or result.changes:
+                log.info(result.outcome, partition=number, **result.log)
+
+    def emit(self, partition: int, result: Step, at: tuple[str, int, int]) -> None:
+        for out in result.outgoing:
+            self.produce(out, at)
+        for change in result.changes:
+            key, value = self.processor.encode(change)
+            self.produce(Out(self.processor.changelog, key, value, partition=partition), at)
+
+    def produce(self, out: Out, at: tuple[str, int, int]) -> None:
+        extra: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
+        while True:
+            try:
+                self.producer.produce(out.topic, out.value, out.key, headers=list(out.headers),
+                                      on_delivery=self.delivered, **extra)
+                return
+            except BufferError:  # the producer's queue is full: let it drain
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise RecordFault(at, exc.args[0]) from exc
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None and self.failed is None:
+            self.failed = error
+
+    def commit(self, offsets: list[TopicPartition]) -> bool:
+        """Send the offsets (if any) and commit; False when the transaction had to be aborted."""
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), 30)
+            while True:
+                try:
+                    self.producer.commit_transaction(30)
+                    return True
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+                    log.warning("kafka_retry", what="commit", error=exc.args[0].name())
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            log.warning("transaction_aborted", error=error.name(), why=error.str(),
+                        delivery=self.failed.name() if self.failed else None)
+            if error.fatal():
+                self.renew_producer(error)
+            else:
+                self.abort()
+            return False
+
+    def abort(self) -> None:
+        while True:
+            try:
+                self.producer.abort_transaction(30)
+                return
+            except KafkaException as exc:
+                if exc.args[0].fatal():
+                    self.renew_producer(exc.args[0])
+                    return
+                if not exc.args[0].retriable():
+                    log.warning("abort_failed", error=exc.args[0].name())
+                    return
+                time.sleep(0.5)
+
+    def renew_producer(self, error: KafkaError) -> None:
+        """After a fatal producer error: a new producer of the same transactional id (its epoch
+        fences the old one); if that fails too, the worker is fenced for good."""
+        log.warning("producer_renewed", error=error.name())
+        self.producer.flush(1)
+        try:
+            self.producer = self.new_producer()
+        except KafkaException as exc:
+            raise Fatal(exc.args[0].str()) from exc
+
+    def rewind(self, messages: list[Message]) -> None:
+        """Seek each partition of the batch back to its first offset in the batch."""
+        for tp in first_offsets(messages):
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:  # no longer ours (rebalanced away): its new owner reads it
+                log.info("rewind_skipped", topic=tp.topic, partition=tp.partition, why=exc.args[0].name())
+
+    def wait_while_blocked(self, stop: threading.Event, why: str) -> None:
+        """Fail closed: handle nothing while blocked (e.g. the directory expired); keep the group."""
+        log.error(f"{self.processor.name}_blocked", why=why)
+        self.consumer.pause(self.consumer.assignment())
+        while not stop.is_set() and self.processor.blocked(datetime.now(UTC)) is not None:
+            self.consumer.poll(1.0)
+        self.consumer.resume(self.consumer.assignment())
+
+    def is_error(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return False
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consume_error", error=error.name(), why=error.str())
+        return True
+
+    def close(self) -> None:
+        closer = threading.Thread(target=self.consumer.close, daemon=True)  # never hang on a dead broker
+        closer.start()
+        closer.join(3)
+        self.producer.flush(1)
+
+
+def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        last[(m.topic(), m.partition())] = max(m.offset(), last.get((m.topic(), m.partition()), -1))
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    first: dict[tuple[str, int], int] = {}
+    for m in messages:
+        first.setdefault((m.topic(), m.partition()), m.offset())
+    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
+
+
+def restore(settings: Settings, processor: Processor, numbers: Sequence[int]) -> dict[int, Tables]:
+    """Read partitions ``numbers`` of the processor's changelog from their beginning to their end
+    (committed records only) into one set of tables each."""
+    tables = {n: processor.new_tables() for n in numbers}
+    if not numbers:
+        return tables
+    reader = ckafka.consumer(settings, f"{processor.group}-restore", **{"enable.partition.eof": True})
+    reader.assign([TopicPartition(processor.changelog, n, 0) for n in numbers])
+    remaining, count = set(numbers), 0
+    try:
+        while remaining:
+            for m in reader.consume(1000, 1.0):
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(m.partition())
+                    else:
+                        log.warning("restore_error", error=error.name(), why=error.str())
+                    continue
+                tables[m.partition()].apply([processor.decode(m.key(), m.value())])
+                count += 1
+    finally:
+        reader.close()
+    log.info(f"{processor.name}_state_restored", partitions=list(numbers), records=count)
+    return tables
