@@ -190,10 +190,13 @@ class AuditTally:
 
 
 async def read_audit(settings: Settings, schemas: avro.SchemaSet, expected: int, timeout: float,
-                     started: Callable[[], None] | None = None) -> AuditTally:
-    """Read ``cb.audit`` from the beginning until ``expected`` records (or ``timeout`` s)."""
+                     started: Callable[[], None] | None = None,
+                     first: Callable[[], None] | None = None) -> AuditTally:
+    """Read ``cb.audit`` (committed records) from the beginning until ``expected`` records (or
+    ``timeout`` s); ``first`` is called when the first record arrives."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, fetch_max_wait_ms=100)
+                                enable_auto_commit=False, fetch_max_wait_ms=100,
+                                isolation_level="read_committed")
     await consumer.start()
     tally = AuditTally()
     try:
@@ -206,6 +209,8 @@ async def read_audit(settings: Settings, schemas: avro.SchemaSet, expected: int,
         deadline = time.monotonic() + timeout
         while len(tally.timestamps) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            if batch and first is not None and not tally.timestamps:
+                first()
             for messages in batch.values():
                 for m in messages:
                     record = avro.decode(schemas, m.value, issued.AUDIT)
@@ -290,10 +295,17 @@ def router_run(
                  str(net.services["router"].process.pid), "--format", "raw", "--rate", "100",
                  "--nonblocking", "-o", str(profile_to)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        tally = asyncio.run(read_audit(settings, world.schemas, expected, timeout))
+        at_first: dict[str, float | None] = {}
+
+        def first() -> None:  # CPU spent before routing began (imports, joining, restoring)
+            at_first.update({n: cpu_seconds(net.services[n].process.pid) for n in names})
+
+        tally = asyncio.run(read_audit(settings, world.schemas, expected, timeout, first=first))
         for name in names:
             net.check_alive(name)
         cpu = {name: cpu_seconds(net.services[name].process.pid) for name in names}
+        routing_cpu = {n: round(c - (at_first.get(n) or 0.0), 3) if c is not None else None
+                       for n, c in cpu.items()}
         routed = {name: count_routed(net.services[name].log) for name in names}
     finally:
         if spy is not None:
@@ -328,6 +340,11 @@ def router_run(
         "partial_envelopes_per_s": (len(ts) - 1) / span if len(ts) > 1 and span > 0 else None,
         "spawn_to_first_audit_s": round(ts[0] / 1000 - spawned, 3) if ts else None,
         "routed_by_worker": routed,
+        "routed_share_by_worker": {n: round(r / max(sum(routed.values()), 1), 3) for n, r in routed.items()},
+        # CPU the workers spent from the first audit record to the end of the run (routing only)
+        "routing_cpu_s_by_worker": routing_cpu,
+        "envelopes_per_router_cpu_s": (round(len(ts) / sum(c for c in routing_cpu.values() if c), 1)
+                                       if any(routing_cpu.values()) else None),
         # CPU the worker used from its start to the end of the run, over that wall time
         "cpu_s_by_worker": cpu,
         "cpu_share_by_worker": {n: round(c / (ts[-1] / 1000 - spawned), 3) if c is not None and ts else None

@@ -1,6 +1,7 @@
 """The router's transactions on a real broker: a batch aborted after its produces is invisible to
 read_committed consumers and is routed again, each event delivered exactly once; the router's
-state survives a new worker (read back from ``cb.router.state``)."""
+state survives a new worker (read back from ``cb.router.state``); poison records are quarantined
+and nothing waits behind them."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from casebridge.core import sealing, topics
+from casebridge.core import avro, issued, sealing, topics
 from casebridge.core.model import CaseState, Header
 from casebridge.core.routing import Deliver, route
 from casebridge.core.stream import Record
@@ -171,3 +172,54 @@ def test_a_new_worker_reads_the_state_back_and_drops_a_retransmission(setup: tup
         running.end()
     final = copies(settings, topics.inbox(RECIPIENT), "read_committed", {first[0][1]}, wait=4.0)
     assert final[first[0][1]] == 1
+
+
+def test_poison_records_are_quarantined_oversized_and_nothing_waits_behind_them(
+    setup: tuple[Settings, World],
+) -> None:
+    """A 1,048,450-byte garbage record (its whole copy would pass Kafka's limit) and a valid
+    envelope with a 400,000-character case reference (its delivery would) are quarantined
+    ``oversized``, and the event after them is delivered: no record stops anyone else's."""
+    settings, world = setup
+    garbage = b"\xc3\x01" + bytes(1_048_448)
+    huge_case = "C" * 400_000
+    now = datetime.now(UTC)
+    p = topics.partition_for(huge_case.encode(), PARTITIONS)
+    header = Header(str(uuid.uuid4()), "return_plan.proposed", SENDER, "", now, huge_case, ("KH",),
+                    sequence=1)
+    decision = route(header, world.policy, world.directory, CaseState(), now)
+    assert isinstance(decision, Deliver)
+    huge = sealing.seal(header, example_payload(header.event_type), world.identity(SENDER), decision.grants,
+                        world.directory, now, schemas=world.schemas, max_size=2 << 20)
+    [after] = envelopes(world, 1)
+    producer = ckafka.producer(settings, **{"message.max.bytes": 2 << 20})
+    producer.produce(topics.outbox(SENDER), garbage, b"CB-POISON", partition=p)
+    producer.produce(topics.outbox(SENDER), huge, huge_case.encode(), partition=p)
+    producer.produce(topics.outbox(SENDER), after[1], after[0])
+    assert producer.flush(30) == 0
+    router = Router(settings, world, group=f"txn-{uuid.uuid4().hex[:6]}")
+    running = Running(router)
+    try:
+        assert wait_for(lambda: bool(copies(settings, topics.inbox(RECIPIENT), "read_committed",
+                                            {after[1]}, wait=1.0)), 60)
+    finally:
+        running.end()
+    kept = quarantined(settings, world)
+    assert kept.get(len(garbage)) == "oversized" and kept.get(len(huge)) == "oversized"
+
+
+def quarantined(settings: Settings, world: World) -> dict[int, str]:
+    """Original size -> code of every quarantine record now on cb.quarantine."""
+    reader = ckafka.consumer(settings, f"probe-{uuid.uuid4().hex[:6]}")
+    reader.assign([TopicPartition(topics.QUARANTINE, p, 0) for p in range(3)])
+    found: dict[int, str] = {}
+    deadline = time.monotonic() + 4
+    try:
+        while time.monotonic() < deadline:
+            for m in reader.consume(500, 0.5):
+                if m.error() is None:
+                    record = avro.decode(world.schemas, m.value(), issued.QUARANTINED)
+                    found[record["original_size"] or 0] = record["code"]
+    finally:
+        reader.close()
+    return found
