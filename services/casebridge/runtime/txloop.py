@@ -161,13 +161,16 @@ class Loop:
         self.producer.begin_transaction()
         for record, ready in zip(records, prepared, strict=True):
             result = self.processor.step(views[record.partition], record, ctx, ready)
-            self.emit(record.partition, result, record.at)
+            for out in result.outgoing:
+                self.produce(out, record.at)
             views[record.partition].apply(result.changes)
             pending[record.partition] += result.changes
             if result.log:  # one summary line per record that did something
                 log.info("routed" if result.outcome == "delivered" else result.outcome, topic=record.topic,
                          partition=record.partition, offset=record.offset, outcome=result.outcome,
                          **result.log)
+        for number, changes in pending.items():
+            self.write_changes(number, changes)
         if self.before_commit is not None:  # fault injection (tests): False aborts the batch
             self.producer.flush(30)
             if not self.before_commit(records):
@@ -202,9 +205,16 @@ class Loop:
     def emit(self, partition: int, result: Step, at: tuple[str, int, int]) -> None:
         for out in result.outgoing:
             self.produce(out, at)
-        for change in result.changes:
+        self.write_changes(partition, result.changes)
+
+    def write_changes(self, partition: int, changes: Sequence[Change]) -> None:
+        """The changelog records of a batch's changes: the last value of each key only (the topic
+        is compacted, and a sender's chain head moves with every one of its records)."""
+        last = {(c.kind, c.key): c for c in changes}
+        for change in last.values():
             key, value = self.processor.encode(change)
-            self.produce(Out(self.processor.changelog, key, value, partition=partition), at)
+            self.produce(Out(self.processor.changelog, key, value, partition=partition),
+                         (self.processor.changelog, partition, 0))
 
     def produce(self, out: Out, at: tuple[str, int, int]) -> None:
         extra: dict[str, Any] = {} if out.partition is None else {"partition": out.partition}
