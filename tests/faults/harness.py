@@ -258,6 +258,15 @@ def log_sum(net: localnet.LocalNet, name: str, event: str, field: str) -> int:
     return total
 
 
+def log_lines(net: localnet.LocalNet, name: str, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``event`` that the service ``name`` wrote."""
+    path = net.settings.home / "logs" / f"{name}.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(errors="replace").splitlines()
+            if f'"event": "{event}"' in line]
+
+
 def log_count(net: localnet.LocalNet, names: Iterator[str] | Iterable[str], event: str) -> int:
     """How many times ``event`` was logged by the named services (JSON logs, one event per line)."""
     total = 0
