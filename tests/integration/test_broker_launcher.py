@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from casebridge.runtime import broker
+from casebridge.localkafka import broker
 from casebridge.runtime.settings import Settings
 from tests.conftest import free_base_port
 

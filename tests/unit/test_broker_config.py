@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from casebridge.runtime import broker
+from casebridge.localkafka import broker
 
 
 def spec(nodes: int = 1, base_port: int = 9092) -> broker.BrokerSpec:

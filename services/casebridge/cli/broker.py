@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from casebridge.runtime import broker, tls
+from casebridge.localkafka import broker, tls
 from casebridge.runtime.settings import Settings
 
 

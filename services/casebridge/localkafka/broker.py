@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from casebridge.core.errors import CaseBridgeError
-from casebridge.runtime import tls
+from casebridge.localkafka import tls
 
 Progress = Callable[[str], None]
 
@@ -87,7 +87,7 @@ class BrokerSpec:
     heap: tuple[str, ...] = ("-Xms128m", "-Xmx384m")
     start_timeout: float = 90.0
     secure: bool = False  # SASL/SCRAM-SHA-512 for clients, StandardAuthorizer, deny by default
-    tls: bool = False  # with ``secure``: SASL_SSL, certificates from a local CA (runtime.tls)
+    tls: bool = False  # with ``secure``: SASL_SSL, certificates from a local CA (localkafka.tls)
 
     @property
     def listener(self) -> str:
