@@ -23,7 +23,7 @@ from casebridge.core.agreements import (
     signatures_json,
 )
 from casebridge.core.directory import SECRETARIAT, verify_directory
-from casebridge.core.errors import PolicyError
+from casebridge.core.errors import CaseBridgeError, PolicyError
 from casebridge.core.keys import Identity
 from casebridge.core.model import Directory, Header
 from casebridge.core.routing import Policy, index_agreements
@@ -46,13 +46,21 @@ class World:
     agreements: tuple[Agreement, ...]
     max_age: timedelta = timedelta(days=7)
     anchor: bytes = b""  # the secretariat's signing key: trust anchor of directory updates
+    custody: str | None = None  # the one participant whose private keys this process may load
 
     @property
     def keystore(self) -> Path:
         return self.trust_dir / "keys"
 
     def identity(self, participant: str) -> Identity:
+        """The participant's private keys; a process in ``custody`` of one participant gets no other's."""
+        if self.custody is not None and participant != self.custody:
+            raise KeyCustody(f"this process acts as {self.custody}: it may not load {participant}'s keys")
         return load_identity(self.keystore, participant)
+
+    def in_custody_of(self, participant: str) -> World:
+        """This world, restricted to ``participant``'s private keys (a node started ``--as`` it)."""
+        return replace(self, custody=participant)
 
     def context(self, now: datetime) -> relay.Context:
         return relay.Context(self.directory, self.policy, self.schemas, now, self.max_age)
@@ -91,6 +99,12 @@ class World:
             now,
             schemas=self.schemas,
         )
+
+
+class KeyCustody(CaseBridgeError, PermissionError):
+    """A process asked for private keys of a participant it does not act as."""
+
+    code = "key_custody"
 
 
 def document_paths(folder: Path) -> list[Path]:
