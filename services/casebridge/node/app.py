@@ -195,8 +195,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except CaseBridgeError as exc:
         response = refusal(STATUS_OF_CODE.get(exc.code, 400), exc.code, exc.why)
-    except web.HTTPException as exc:
+    except web.HTTPException as exc:  # aiohttp's own: unknown path or method (with its Allow), too large
         response = refusal(exc.status, CODE_OF_STATUS.get(exc.status, "malformed"), exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception as exc:  # a bug of ours: say so with a code, keep serving
         log.error("http_fault", participant=request.app["node"].participant, error=type(exc).__name__)
         response = refusal(500, "internal", "the node failed on this request; see its log")
