@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +41,7 @@ def spec_from(args: argparse.Namespace, settings: Settings) -> broker.BrokerSpec
                              nodes=nodes or 1, base_port=port or 9092, secure=secure, tls=tls)
 
 
-def progress(message: str) -> None:
-    print(f"casebridge broker: {message}", file=sys.stderr, flush=True)
+progress = broker.progress_to_stderr
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -9,7 +9,10 @@ from casebridge.demo.run import cmd_demo
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("demo", help="run a whole cross-border case on a local network")
-    parser.add_argument("--keep", action="store_true", help="leave the network running at the end")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the network running at the end (stop it with --stop)")
+    parser.add_argument("--stop", action="store_true",
+                        help="stop the network an earlier --keep left running, and exit")
     parser.add_argument(
         "--insecure",
         action="store_true",

@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +36,11 @@ from casebridge.core.errors import CaseBridgeError
 from casebridge.localkafka import tls
 
 Progress = Callable[[str], None]
+
+
+def progress_to_stderr(message: str) -> None:
+    """The ``Progress`` of the commands: one ``casebridge broker:`` line on stderr."""
+    print(f"casebridge broker: {message}", file=sys.stderr, flush=True)
 
 LOG4J2_CONFIG = """\
 Configuration:
