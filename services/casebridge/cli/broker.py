@@ -25,6 +25,8 @@ def register(sub: Any) -> None:
     start.set_defaults(func=cmd_start)
     for name, func in (("stop", cmd_stop), ("status", cmd_status)):
         actions.add_parser(name, help=f"{name} the local broker").set_defaults(func=func)
+    actions.add_parser("reset", help="stop the local broker and delete its data (to start it with "
+                       "other options)").set_defaults(func=cmd_reset)
     for action in actions.choices.values():
         action.add_argument("--state-dir", type=Path, help="default: $CASEBRIDGE_HOME/broker")
 
@@ -56,6 +58,11 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     broker.stop(spec_from(args, Settings.from_env()), progress)
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    broker.reset(spec_from(args, Settings.from_env()), progress)
     return 0
 
 

@@ -80,6 +80,12 @@ class PortTaken(BrokerError):
     code = "port_taken"
 
 
+class StateMismatch(BrokerError):
+    """The state folder holds a broker made with other options (nodes, port, SASL, TLS)."""
+
+    code = "broker_state_mismatch"
+
+
 @dataclass(frozen=True)
 class BrokerSpec:
     """Where and how the local cluster runs."""
@@ -462,6 +468,7 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
     """Start the cluster (idempotent) and return its bootstrap address once it answers."""
     if spec.tls and not spec.secure:
         raise BrokerError("TLS is offered with the secured listener only: use --secure with --tls")
+    check_layout(spec)
     running = {n: pid for n in spec.node_ids if (pid := pid_of(spec, n)) is not None}
     if len(running) == spec.nodes and answers(spec.bootstrap, spec.nodes, client_auth(spec)):
         progress(f"already running at {spec.bootstrap}")
@@ -472,8 +479,7 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
     libs = resolve_jars(spec, progress)
     check_ports(spec)
     (spec.state_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
-    (spec.state_dir / "nodes").write_text(
-        f"{spec.nodes} {spec.base_port} {int(spec.secure)} {int(spec.tls)}\n")
+    (spec.state_dir / "nodes").write_text(" ".join(str(x) for x in layout_of(spec)) + "\n")
     progress(f"starting {spec.nodes} Kafka node(s) on {spec.bootstrap} ...")
     pids = {node: spawn_node(java, spec, libs, node) for node in spec.node_ids}
     try:
@@ -482,6 +488,39 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
         stop(spec, progress)
         raise
     return spec.bootstrap
+
+
+def layout_of(spec: BrokerSpec) -> tuple[int, int, int, int]:
+    """What a state folder's data is made for: nodes, first port, SASL, TLS (its ``nodes`` file)."""
+    return spec.nodes, spec.base_port, int(spec.secure), int(spec.tls)
+
+
+def describe(layout: tuple[int, ...]) -> str:
+    nodes, port, secure, tls = layout
+    security = "SASL/SCRAM over TLS" if tls else "SASL/SCRAM" if secure else "no SASL"
+    return f"{nodes} node(s) from port {port}, {security}"
+
+
+def check_layout(spec: BrokerSpec) -> None:
+    """Refuse at once to start on data formatted for other options (it would wait and fail):
+    ``StateMismatch`` naming ``casebridge broker reset``."""
+    saved_file = spec.state_dir / "nodes"
+    if not saved_file.exists() or not any(True for _ in _known_nodes(spec)):
+        return
+    saved = (*(int(x) for x in saved_file.read_text().split()), 0, 0, 0, 0)[:4]
+    if saved != layout_of(spec):
+        raise StateMismatch(
+            f"the broker state in {spec.state_dir} was made for {describe(saved)}, not "
+            f"{describe(layout_of(spec))}: start it as before, or run `casebridge broker reset` "
+            "(stops it and deletes its data) and start again")
+
+
+def reset(spec: BrokerSpec, progress: Progress) -> None:
+    """Stop the broker and delete its state folder (its data and settings; the jar cache stays)."""
+    stop(spec, progress)
+    if spec.state_dir.exists():
+        shutil.rmtree(spec.state_dir)
+        progress(f"deleted {spec.state_dir}")
 
 
 def stop(spec: BrokerSpec, progress: Progress, timeout: float = 30.0) -> int:
