@@ -76,6 +76,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
 def cmd_topics_sync(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
+    from casebridge.runtime import preflight as check
+
+    check.reachable(settings)
     replication = args.replication or settings.replication
     created = asyncio.run(sync_topics(settings, network_topics(world.directory.participants), replication))
     print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))

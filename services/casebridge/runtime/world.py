@@ -101,6 +101,12 @@ class World:
         )
 
 
+class TrustMissing(CaseBridgeError, FileNotFoundError):
+    """No directory or secretariat key under ``$CASEBRIDGE_HOME/trust``."""
+
+    code = "trust_missing"
+
+
 class KeyCustody(CaseBridgeError, PermissionError):
     """A process asked for private keys of a participant it does not act as."""
 
@@ -124,6 +130,10 @@ def trust_dir(home: Path) -> Path:
 def load_world(home: Path, now: datetime) -> World:
     """Verify the directory against the secretariat's key and load every signed agreement."""
     folder = trust_dir(home)
+    if not (folder / "directory.avro").exists() or not (folder / "keys" / SECRETARIAT).exists():
+        raise TrustMissing(
+            f"no trust material in {folder}: run `casebridge trust` (keys, a signed directory and "
+            "signed agreements for a local network; CASEBRIDGE_HOME chooses where)")
     schemas = load_default_schemas()
     anchor = load_public(folder / "keys", SECRETARIAT)[-1].signing_public
     directory = verify_directory(schemas, (folder / "directory.avro").read_bytes(), anchor, now)
