@@ -68,3 +68,24 @@ def test_readme_shows_the_two_setup_commands_and_ci_runs_make_test() -> None:
     assert "make test" in (ROOT / ".ci/run").read_text()
     targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M)
     assert {"demo", "test", "help"} <= set(targets)
+
+
+def test_make_test_sets_up_chromium_itself_and_ci_just_calls_make() -> None:
+    """`make test` depends on the chromium target; .ci/run installs nothing of its own."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: .*\bchromium\b", makefile, re.M)
+    assert "apt-get" not in (ROOT / ".ci/run").read_text()
+
+
+def test_without_chromium_and_apt_make_stops_at_once_with_the_command(tmp_path: Path) -> None:
+    """With no Chromium and no apt-get to install it, the check exits 2 before any test, naming
+    the one command to run."""
+    import subprocess
+
+    done = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "chromium", f"CHROMIUM={tmp_path}/chromium",
+         f"APT_GET={tmp_path}/no-apt-get"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode != 0
+    assert "apt-get install -y chromium" in done.stderr and done.stdout == ""
