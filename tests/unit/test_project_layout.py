@@ -89,3 +89,44 @@ def test_without_chromium_and_apt_make_stops_at_once_with_the_command(tmp_path: 
     )
     assert done.returncode != 0
     assert "apt-get install -y chromium" in done.stderr and done.stdout == ""
+
+
+SERVICES = ("node", "router", "monitor")
+LAYERS: dict[str, set[str]] = {
+    # package -> the casebridge packages it may not import (at module level or inside a function)
+    "core": {"runtime", "node", "router", "monitor", "localkafka", "demo", "cli"},
+    "runtime": {"node", "router", "monitor", "localkafka", "demo", "cli"},
+    "localkafka": {"node", "router", "monitor", "demo", "cli"},
+    **{s: {*(set(SERVICES) - {s}), "localkafka", "demo", "cli"} for s in SERVICES},
+    "demo": {"cli"},
+}
+
+
+def casebridge_imports(path: Path) -> set[str]:
+    """The casebridge packages a module imports anywhere in it (``casebridge.X`` -> ``X``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                 else [])
+        found |= {n.split(".")[1] for n in names if n.startswith("casebridge.") and n.count(".") >= 1}
+    return found
+
+
+def test_packages_import_only_the_layers_below_them() -> None:
+    """core imports nothing of runtime/node/router/monitor; runtime no service; the services
+    (node, router, monitor) do not import each other, the local broker, the demo or the CLI."""
+    offenders = {}
+    for package, banned in LAYERS.items():
+        for path in (ROOT / "services" / "casebridge" / package).rglob("*.py"):
+            bad = casebridge_imports(path) & banned
+            if bad:
+                offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_every_package_is_placed_in_a_layer() -> None:
+    """A new package under casebridge/ must be given its place in LAYERS (cli composes them all)."""
+    packages = {p.name for p in (ROOT / "services" / "casebridge").iterdir()
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == {*LAYERS, "cli"}
