@@ -40,11 +40,10 @@ def register(sub: Any) -> None:
 
 
 def cmd_monitor_run(args: argparse.Namespace) -> int:
-    import faust
-
     from casebridge.core import access
     from casebridge.monitor.app import create_monitor
     from casebridge.runtime import preflight
+    from casebridge.runtime.worker import PromptWorker
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
@@ -52,7 +51,7 @@ def cmd_monitor_run(args: argparse.Namespace) -> int:
     app = create_monitor(settings, default_schemas(settings), args.port,
                          timedelta(seconds=args.bucket_seconds), args.host or settings.http_host, args.topic,
                          args.app_id)
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    PromptWorker(app, loglevel="warning", quiet=True).execute_from_commandline()
     return 0
 
 

@@ -18,6 +18,7 @@ from casebridge.node import auth, service, store, validate
 from casebridge.runtime.logging import configure_logging
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
+from casebridge.runtime.worker import PromptWorker
 from casebridge.runtime.world import World, bootstrap_network, load_world
 
 
@@ -85,9 +86,10 @@ def cmd_topics_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_worker(app: faust.App, settings: Settings) -> int:
+def run_worker(app: faust.App, settings: Settings, prompt_stop: bool = False) -> int:
+    """Run ``app``'s worker; with ``prompt_stop`` it exits within 5 s of SIGTERM, broker or not."""
     configure_logging(settings.log_format, settings.log_level)
-    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker = (PromptWorker if prompt_stop else faust.Worker)(app, loglevel="warning", quiet=True)
     # faust's progress spinner sets the root logger to DEBUG so that it turns on every record: each
     # debug call of aiokafka and faust then built a LogRecord (7% of the router's CPU, py-spy)
     worker.spinner = None
@@ -135,7 +137,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         settings = replace(settings, http_host=args.host)
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, args.participant)
-    return run_worker(create_node(settings, world, args.participant, args.port), settings)
+    return run_worker(create_node(settings, world, args.participant, args.port), settings, prompt_stop=True)
 
 
 def cmd_node_submit(args: argparse.Namespace) -> int:
