@@ -6,9 +6,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
+CHROMIUM    ?= /usr/bin/chromium
+APT_GET     ?= apt-get
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration test-faults lint bench broker-start broker-stop clean
+.PHONY: help install chromium demo test test-unit test-integration test-faults lint bench broker-start broker-stop clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,13 +27,24 @@ install: $(STAMP) ## create .venv and install CaseBridge with its test and dev t
 demo: $(STAMP) ## start the local broker and run the demonstration (see README)
 	$(VENV)/bin/casebridge demo
 
-test: $(STAMP) ## the whole suite: unit tests, then integration tests on a real Kafka broker
+chromium: ## Debian's chromium for the monitor page test: installed when missing (root with apt), else the command to run
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v "$(APT_GET)" >/dev/null 2>&1; then \
+	    echo "== installing Debian's chromium for the monitor page test"; \
+	    $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test needs Chromium ($(CHROMIUM)) for the monitor page test; install it first:" >&2; \
+	    echo "    sudo apt-get install -y chromium" >&2; exit 2; \
+	  fi; \
+	fi
+
+test: $(STAMP) chromium ## the whole suite: unit tests, then integration tests on real Kafka brokers (and Chromium)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP) ## the pure core only (no broker)
+test-unit: $(STAMP) ## the unit tests: the core and every adapter without a broker (tests/unit, ~1 min)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## integration tests on a real Kafka broker
+test-integration: $(STAMP) chromium ## integration tests on real Kafka brokers
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test-faults: $(STAMP) ## fault-injection tests on a 3-node KRaft cluster

@@ -1,6 +1,6 @@
 """Load and measurement helpers of ``bench_network.py`` (issue 8, part 1).
 
-Everything here drives the real services as processes, the way ``casebridge.runtime.localnet``
+Everything here drives the real services as processes, the way ``casebridge.demo.localnet``
 does: a dedicated local broker per measurement (so the router's consumer offsets and its
 changelog-backed chain state start empty), a trust world and topics from ``localnet.prepare``,
 envelopes sealed by ``casebridge.node.service.submit`` (real chains: sequence 1, 2, 3 … and the
@@ -32,9 +32,10 @@ from urllib.parse import quote
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from casebridge.core import avro, issued, topics
+from casebridge.demo import localnet, scenario
+from casebridge.localkafka import broker
 from casebridge.node import service, store
 from casebridge.node.app import node_db
-from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.kafka import ensure_topics
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics

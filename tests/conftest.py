@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from casebridge.runtime import broker, tls
+from casebridge.localkafka import broker, tls
 from casebridge.runtime.settings import Settings
 
 

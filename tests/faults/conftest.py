@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from casebridge.runtime import localnet
+from casebridge.demo import localnet
 from casebridge.runtime.settings import Settings
 from tests.conftest import launcher_broker
 from tests.faults.harness import NODES, Cluster

@@ -24,8 +24,9 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from casebridge.demo import localnet, scenario
+from casebridge.localkafka import broker
 from casebridge.node.app import node_db
-from casebridge.runtime import broker, localnet, scenario
 from casebridge.runtime.kafka import new_consumer
 from casebridge.runtime.settings import Settings
 

@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from casebridge.core import access
-from casebridge.runtime import broker
+from casebridge.localkafka import broker
 from tests.faults import harness as h
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka]

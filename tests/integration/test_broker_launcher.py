@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from casebridge.runtime import broker
+from casebridge.localkafka import broker
 from casebridge.runtime.settings import Settings
 from tests.conftest import free_base_port
 
@@ -34,7 +35,8 @@ def java_pids_under(state: Path) -> list[int]:
 
 
 def test_start_twice_then_stop_leaves_no_java_process(tmp_path: Path) -> None:
-    """A second start reuses the running broker; stop leaves no Kafka JVM behind."""
+    """A second start reuses the running broker; stop leaves no Kafka JVM behind; a start with
+    other options on that data fails in under 10 s naming ``broker reset``, which clears it."""
     state, port = tmp_path / "broker", str(free_base_port())
     first = cli("start", "--port", port, "--state-dir", str(state))
     try:
@@ -50,6 +52,11 @@ def test_start_twice_then_stop_leaves_no_java_process(tmp_path: Path) -> None:
     assert stopped.returncode == 0
     assert java_pids_under(state) == []
     assert cli("status", "--state-dir", str(state)).returncode == 1
+    began = time.monotonic()  # the same data, now asked for SASL: refused at once, with the fix
+    secured = cli("start", "--secure", "--port", port, "--state-dir", str(state))
+    assert secured.returncode == 2 and time.monotonic() - began < 10
+    assert "[broker_state_mismatch]" in secured.stderr and "casebridge broker reset" in secured.stderr
+    assert cli("reset", "--state-dir", str(state)).returncode == 0 and not state.exists()
 
 
 def test_status_of_a_broker_never_started_says_not_answering(tmp_path: Path) -> None:

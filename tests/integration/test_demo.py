@@ -1,29 +1,45 @@
-"""The README's main command, `make demo` (= `casebridge demo`), as a user runs it."""
+"""The README's main command, `make demo` (= `casebridge demo`), as a user runs it: here with
+``--keep``, then ``--stop``, as README shows."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from casebridge.demo.run import KEPT_FILE, is_casebridge
+
 pytestmark = pytest.mark.kafka
 
 
-def test_demo_runs_the_whole_case_to_completion(tmp_path: Path) -> None:
-    """`casebridge demo` starts its own broker and network, and every expectation is met."""
+def casebridge(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["CASEBRIDGE_HOME"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "casebridge.cli", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    env["CASEBRIDGE_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "casebridge.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def status_of(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_demo_runs_the_whole_case_keeps_the_network_and_stops_it(tmp_path: Path) -> None:
+    """`casebridge demo --keep` meets every expectation, leaves nodes that refuse calls without a
+    token, prints the stop command; `casebridge demo --stop` ends every process and the broker."""
+    done = casebridge("demo", "--keep", home=tmp_path)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = done.stdout
     assert "demo OK" in out
@@ -31,4 +47,16 @@ def test_demo_runs_the_whole_case_to_completion(tmp_path: Path) -> None:
     assert out.count("REFUSED ") == 2  # the node's refusal and the router's
     assert "BREACHED REG.DEADLINES sla.breached" in out
     assert "Chains: 5 of 5 senders ok" in out
+    assert f"Stop it with: CASEBRIDGE_HOME={tmp_path} casebridge demo --stop" in out
+    pids = json.loads((tmp_path / KEPT_FILE).read_text())["services"]
+    try:
+        url, token_file = re.findall(r"TH\.MSDHS: (http://\S+)/  \(bearer token in (\S+)\)", out)[0]
+        assert status_of(f"{url}/inbox") == 401
+        assert status_of(f"{url}/inbox", Path(token_file).read_text().strip()) == 200
+    finally:
+        stopped = casebridge("demo", "--stop", home=tmp_path)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped the demo network" in stopped.stdout
+    assert [name for name, pid in pids.items() if is_casebridge(pid)] == []
     assert not list((tmp_path / "demo-broker").glob("node-*/broker.pid")), "the demo's broker is stopped"
+    assert "no demo network left running" in casebridge("demo", "--stop", home=tmp_path).stdout

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from casebridge.core.model import country_of
-from casebridge.runtime import localnet, scenario
+from casebridge.demo import localnet, scenario
 from tests.conftest import launcher_broker
 from tests.integration.test_network import SCALE
 

@@ -25,7 +25,7 @@ from casebridge.core import access, avro, issued, sealing, topics
 from casebridge.core.directory import sign_directory
 from casebridge.core.keys import generate_identity
 from casebridge.core.model import Header
-from casebridge.runtime import localnet, scenario
+from casebridge.demo import localnet, scenario
 from casebridge.runtime.kafka import new_consumer, new_producer
 from casebridge.runtime.keystore import directory_from_keystore, read_participants
 from casebridge.runtime.settings import Settings

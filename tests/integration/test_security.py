@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from casebridge.core import access
-from casebridge.runtime import acl, broker, preflight
-from casebridge.runtime.scenario import wait_for as scenario_wait
+from casebridge.demo.scenario import wait_for as scenario_wait
+from casebridge.localkafka import broker
+from casebridge.runtime import acl, preflight
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
 from casebridge.runtime.world import World, bootstrap_network

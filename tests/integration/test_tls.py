@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from casebridge.runtime import localnet, scenario, tls
+from casebridge.demo import localnet, scenario
+from casebridge.localkafka import tls
 from casebridge.runtime.kafka import ensure_topics, new_consumer, new_producer
 from casebridge.runtime.settings import Settings
 from tests.conftest import KafkaHandle, launcher_broker

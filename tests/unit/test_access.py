@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from casebridge.core import access
-from casebridge.runtime import broker
+from casebridge.localkafka import broker
 
 PEOPLE = ["TH.MSDHS", "KH.MOSVY", "REG.SECRETARIAT", "REG.ROUTER", "REG.DEADLINES"]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import socket
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from casebridge.runtime import broker
+from casebridge.localkafka import broker
 
 
 def spec(nodes: int = 1, base_port: int = 9092) -> broker.BrokerSpec:
@@ -96,3 +97,35 @@ def test_base_ports_lie_below_the_ephemeral_range(tmp_path: Path) -> None:
     assert broker.ephemeral_low(tmp_path / "absent") == 32768
     low = broker.ephemeral_low()
     assert all(broker.free_base_port(nodes=3) + 5 < min(40000, low) for _ in range(50))
+
+
+@pytest.mark.parametrize(
+    "options", [["--secure"], ["--nodes", "3"], ["--secure", "--tls"], ["--port", "9192"]]
+)
+def test_a_start_with_other_options_than_the_data_was_made_for_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str]
+) -> None:
+    """Data formatted for one plain node is refused in well under 10 s with broker_state_mismatch,
+    naming ``casebridge broker reset``; after the reset the folder is gone."""
+    from casebridge.cli import main
+
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "nodes").write_text("1 9092 0 0\n")
+    started = time.monotonic()
+    assert main(["broker", "start", "--state-dir", str(tmp_path), *options]) == 2
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert "error [broker_state_mismatch]" in err and "`casebridge broker reset`" in err
+    assert main(["broker", "reset", "--state-dir", str(tmp_path)]) == 0
+    assert not tmp_path.exists()
+
+
+def test_the_same_options_again_pass_the_layout_check(tmp_path: Path) -> None:
+    """A state folder made with the options asked for (or an older two-field file) is accepted."""
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "nodes").write_text("1 9092\n")
+    spec = broker.BrokerSpec(state_dir=tmp_path, cache_dir=tmp_path, pom=tmp_path / "pom.xml")
+    broker.check_layout(spec)
+    (tmp_path / "nodes").write_text("1 9092 1 0\n")
+    broker.check_layout(broker.BrokerSpec(state_dir=tmp_path, cache_dir=tmp_path, pom=tmp_path / "pom.xml",
+                                          secure=True))

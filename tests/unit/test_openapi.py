@@ -71,3 +71,31 @@ def test_node_type_is_what_http_app_expects() -> None:
     stand_in = object()
     assert http_app(stand_in)["node"] is stand_in  # type: ignore[arg-type]
     assert Node.__dataclass_fields__.keys() >= {"world", "me", "conn"}
+
+
+def test_event_types_are_the_catalogue() -> None:
+    """EventIn's event_type enum is exactly the event catalogue the node accepts."""
+    from casebridge.core.model import EVENT_TYPES
+
+    enum = spec()["components"]["schemas"]["EventIn"]["properties"]["event_type"]["enum"]
+    assert enum == list(EVENT_TYPES)
+
+
+def test_every_operation_but_health_needs_a_client_token_with_its_scopes() -> None:
+    """The bearer scheme is the default; /health opts out; each secured operation documents 401
+    and 403, and is exactly an operation the node checks scopes for."""
+    from casebridge.node.app import ROUTE_SCOPES
+
+    document = spec()
+    assert document["components"]["securitySchemes"]["clientToken"] == {
+        **document["components"]["securitySchemes"]["clientToken"], "type": "http", "scheme": "bearer"}
+    assert document["security"] == [{"clientToken": []}]
+    secured = set()
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if operation.get("security") == []:
+                continue
+            secured.add((method.upper(), path))
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+    assert secured == set(ROUTE_SCOPES)
+    assert document["paths"]["/health"]["get"]["security"] == []

@@ -68,3 +68,65 @@ def test_readme_shows_the_two_setup_commands_and_ci_runs_make_test() -> None:
     assert "make test" in (ROOT / ".ci/run").read_text()
     targets = re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M)
     assert {"demo", "test", "help"} <= set(targets)
+
+
+def test_make_test_sets_up_chromium_itself_and_ci_just_calls_make() -> None:
+    """`make test` depends on the chromium target; .ci/run installs nothing of its own."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: .*\bchromium\b", makefile, re.M)
+    assert "apt-get" not in (ROOT / ".ci/run").read_text()
+
+
+def test_without_chromium_and_apt_make_stops_at_once_with_the_command(tmp_path: Path) -> None:
+    """With no Chromium and no apt-get to install it, the check exits 2 before any test, naming
+    the one command to run."""
+    import subprocess
+
+    done = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "chromium", f"CHROMIUM={tmp_path}/chromium",
+         f"APT_GET={tmp_path}/no-apt-get"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert done.returncode != 0
+    assert "apt-get install -y chromium" in done.stderr and done.stdout == ""
+
+
+SERVICES = ("node", "router", "deadlines", "monitor")
+LAYERS: dict[str, set[str]] = {
+    # package -> the casebridge packages it may not import (at module level or inside a function)
+    "core": {"runtime", *SERVICES, "localkafka", "demo", "cli"},
+    "runtime": {*SERVICES, "localkafka", "demo", "cli"},
+    "localkafka": {*SERVICES, "demo", "cli"},
+    **{s: {*(set(SERVICES) - {s}), "localkafka", "demo", "cli"} for s in SERVICES},
+    "demo": {"cli"},
+}
+
+
+def casebridge_imports(path: Path) -> set[str]:
+    """The casebridge packages a module imports anywhere in it (``casebridge.X`` -> ``X``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                 else [])
+        found |= {n.split(".")[1] for n in names if n.startswith("casebridge.") and n.count(".") >= 1}
+    return found
+
+
+def test_packages_import_only_the_layers_below_them() -> None:
+    """core imports nothing of runtime/node/router/monitor; runtime no service; the services
+    (node, router, monitor) do not import each other, the local broker, the demo or the CLI."""
+    offenders = {}
+    for package, banned in LAYERS.items():
+        for path in (ROOT / "services" / "casebridge" / package).rglob("*.py"):
+            bad = casebridge_imports(path) & banned
+            if bad:
+                offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_every_package_is_placed_in_a_layer() -> None:
+    """A new package under casebridge/ must be given its place in LAYERS (cli composes them all)."""
+    packages = {p.name for p in (ROOT / "services" / "casebridge").iterdir()
+                if p.is_dir() and (p / "__init__.py").exists()}
+    assert packages == {*LAYERS, "cli"}

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from casebridge.runtime import broker, tls
+from casebridge.localkafka import broker, tls
 from casebridge.runtime.settings import Settings
 
 

@@ -7,6 +7,7 @@ its stable code and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # local state (keys, stores, logs) is for this user only
     try:
         code: int = args.func(args)
     except CaseBridgeError as exc:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from casebridge.runtime import broker, tls
+from casebridge.localkafka import broker, tls
 from casebridge.runtime.settings import Settings
 
 
@@ -26,6 +25,8 @@ def register(sub: Any) -> None:
     start.set_defaults(func=cmd_start)
     for name, func in (("stop", cmd_stop), ("status", cmd_status)):
         actions.add_parser(name, help=f"{name} the local broker").set_defaults(func=func)
+    actions.add_parser("reset", help="stop the local broker and delete its data (to start it with "
+                       "other options)").set_defaults(func=cmd_reset)
     for action in actions.choices.values():
         action.add_argument("--state-dir", type=Path, help="default: $CASEBRIDGE_HOME/broker")
 
@@ -42,8 +43,7 @@ def spec_from(args: argparse.Namespace, settings: Settings) -> broker.BrokerSpec
                              nodes=nodes or 1, base_port=port or 9092, secure=secure, tls=tls)
 
 
-def progress(message: str) -> None:
-    print(f"casebridge broker: {message}", file=sys.stderr, flush=True)
+progress = broker.progress_to_stderr
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -58,6 +58,11 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     broker.stop(spec_from(args, Settings.from_env()), progress)
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    broker.reset(spec_from(args, Settings.from_env()), progress)
     return 0
 
 

@@ -20,7 +20,8 @@ def register(sub: Any) -> None:
         dest="action", required=True)
     run = monitor.add_parser("run", help="run the monitor worker with its web page and /metrics")
     run.add_argument("--port", type=int, default=8090)
-    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--host", default=None,
+                     help="address to listen on (default $CASEBRIDGE_HTTP_HOST or 127.0.0.1)")
     run.add_argument("--bucket-seconds", type=int, default=60, help="width of a time bucket")
     run.add_argument("--topic", default=audit.AUDIT_TOPIC)
     run.add_argument("--app-id", default="casebridge-monitor",
@@ -39,19 +40,18 @@ def register(sub: Any) -> None:
 
 
 def cmd_monitor_run(args: argparse.Namespace) -> int:
-    import faust
-
     from casebridge.core import access
     from casebridge.monitor.app import create_monitor
     from casebridge.runtime import preflight
+    from casebridge.runtime.worker import PromptWorker
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     preflight.check(settings, access.MONITOR, {args.topic: {"read", "describe"}})
     app = create_monitor(settings, default_schemas(settings), args.port,
-                         timedelta(seconds=args.bucket_seconds), args.host, args.topic,
+                         timedelta(seconds=args.bucket_seconds), args.host or settings.http_host, args.topic,
                          args.app_id)
-    faust.Worker(app, loglevel="warning", quiet=True).execute_from_commandline()
+    PromptWorker(app, loglevel="warning", quiet=True).execute_from_commandline()
     return 0
 
 

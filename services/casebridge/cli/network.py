@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 import faust
 
 from casebridge.core import access
-from casebridge.node import service, store
+from casebridge.node import auth, service, store, validate
 from casebridge.runtime.logging import configure_logging
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
+from casebridge.runtime.worker import PromptWorker
 from casebridge.runtime.world import World, bootstrap_network, load_world
 
 
@@ -52,7 +54,10 @@ def register(sub: Any) -> None:
     run = node.add_parser("run", help="run a node worker with its HTTP API")
     run.add_argument("--as", dest="participant", required=True)
     run.add_argument("--port", type=int, default=8080)
+    run.add_argument("--host", default=None,
+                     help="address the HTTP API listens on (default $CASEBRIDGE_HTTP_HOST or 127.0.0.1)")
     run.set_defaults(func=cmd_node_run)
+    register_clients(node)
     submit = node.add_parser("submit", help="queue an event (JSON file) in a node's outbox")
     submit.add_argument("--as", dest="participant", required=True)
     submit.add_argument("event", type=Path)
@@ -74,6 +79,9 @@ def cmd_trust(args: argparse.Namespace) -> int:
 def cmd_topics_sync(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
+    from casebridge.runtime import preflight as check
+
+    check.reachable(settings)
     replication = args.replication or settings.replication
     specs = network_topics(world.directory.participants, settings.partitions)
     created = asyncio.run(sync_topics(settings, specs, replication))
@@ -81,9 +89,10 @@ def cmd_topics_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_worker(app: faust.App, settings: Settings) -> int:
+def run_worker(app: faust.App, settings: Settings, prompt_stop: bool = False) -> int:
+    """Run ``app``'s worker; with ``prompt_stop`` it exits within 5 s of SIGTERM, broker or not."""
     configure_logging(settings.log_format, settings.log_level)
-    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    worker = (PromptWorker if prompt_stop else faust.Worker)(app, loglevel="warning", quiet=True)
     # faust's progress spinner sets the root logger to DEBUG so that it turns on every record: each
     # debug call of aiokafka and faust then built a LogRecord (7% of the router's CPU, py-spy)
     worker.spinner = None
@@ -137,29 +146,75 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     from casebridge.node.app import create_node
 
     settings = Settings.from_env()
+    if args.host:
+        settings = replace(settings, http_host=args.host)
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, args.participant)
-    return run_worker(create_node(settings, world, args.participant, args.port), settings)
+    return run_worker(create_node(settings, world, args.participant, args.port), settings, prompt_stop=True)
 
 
 def cmd_node_submit(args: argparse.Namespace) -> int:
-    from casebridge.node.app import node_db
+    from casebridge.node.app import open_store
 
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
-    conn = store.connect(node_db(settings.home, args.participant))
-    result = service.submit(
-        world, world.identity(args.participant), conn, json.loads(args.event.read_text()), datetime.now(UTC)
-    )
+    conn = open_store(settings.home, args.participant)
+    doc = validate.event_document(json.loads(args.event.read_text()))
+    me = world.in_custody_of(args.participant).identity(args.participant)
+    result = service.submit(world, me, conn, doc, datetime.now(UTC))
     print(json.dumps(result.__dict__, default=list))
     return 0 if result.status == "queued" else 1
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
-    from casebridge.node.app import node_db
+    from casebridge.node.app import open_store
 
-    conn = store.connect(node_db(Settings.from_env().home, args.participant))
+    conn = open_store(Settings.from_env().home, args.participant)
     for record in store.inbox_page(conn, "", 500):
         json.dump(record, sys.stdout)
         sys.stdout.write("\n")
+    return 0
+
+
+def register_clients(node: Any) -> None:
+    """``casebridge node clients add|list|revoke``: who may call a node's HTTP API."""
+    clients = node.add_parser("clients", help="the clients allowed to call a node's HTTP API").add_subparsers(
+        dest="clients_action", required=True)
+    add = clients.add_parser("add", help="add a client; prints its bearer token (shown this once)")
+    add.add_argument("client_id")
+    add.add_argument("--scopes", default="submit,read,process",
+                     help=f"comma-separated, some of {','.join(auth.SCOPES)} (default: all)")
+    add.set_defaults(func=cmd_clients_add)
+    clients.add_parser("list", help="the node's clients and their scopes").set_defaults(func=cmd_clients_list)
+    revoke = clients.add_parser("revoke", help="revoke a client's token (the node refuses it at once)")
+    revoke.add_argument("client_id")
+    revoke.set_defaults(func=cmd_clients_revoke)
+    for action in clients.choices.values():
+        action.add_argument("--as", dest="participant", required=True)
+
+
+def cmd_clients_add(args: argparse.Namespace) -> int:
+    path = auth.clients_file(Settings.from_env().home, args.participant)
+    token = auth.new_token()
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    auth.save_clients(path, auth.add_client(auth.load_clients(path), args.client_id, scopes, token,
+                                            datetime.now(UTC)))
+    print(token)
+    print(f"client {args.client_id} of {args.participant} ({', '.join(sorted(scopes))}): send "
+          "'Authorization: Bearer <the token above>'; it is not shown again", file=sys.stderr)
+    return 0
+
+
+def cmd_clients_list(args: argparse.Namespace) -> int:
+    clients = auth.load_clients(auth.clients_file(Settings.from_env().home, args.participant))
+    for client in sorted(clients.values(), key=lambda c: c.client_id):
+        state = f"revoked {client.revoked_at}" if client.revoked_at else "current"
+        print(f"{client.client_id}\t{','.join(sorted(client.scopes))}\tadded {client.created_at}\t{state}")
+    return 0
+
+
+def cmd_clients_revoke(args: argparse.Namespace) -> int:
+    path = auth.clients_file(Settings.from_env().home, args.participant)
+    auth.save_clients(path, auth.revoke_client(auth.load_clients(path), args.client_id, datetime.now(UTC)))
+    print(f"client {args.client_id} of {args.participant} revoked")
     return 0

@@ -11,19 +11,19 @@ changelog would only copy ``cb.audit``.
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
-from aiohttp import web
 
 from casebridge.core import avro
 from casebridge.core.errors import CaseBridgeError
 from casebridge.monitor import audit, figures
 from casebridge.monitor import web as monitor_web
+from casebridge.runtime import http
 from casebridge.runtime.kafka import create_app, raw_topic
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
@@ -93,7 +93,7 @@ def create_monitor(settings: Settings, schemas: avro.SchemaSet, port: int,
 
     app.agent(raw_topic(app, topic), name="audit")(watch)
     app.task(lambda: rebuild(monitor, settings, schemas, topic))
-    app.task(lambda: serve_http(monitor, host, port))
+    app.task(lambda: serve_http(monitor, host, port, http.server_tls(settings)))
     return app
 
 
@@ -113,9 +113,7 @@ async def figures_from_topic(settings: Settings, schemas: avro.SchemaSet, now: d
     return figures.compute(log.partitions, now)
 
 
-async def serve_http(monitor: Monitor, host: str, port: int) -> None:
-    runner = web.AppRunner(monitor_web.http_app(lambda: figures_now(monitor, datetime.now(UTC))))
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("monitor_listening", url=f"http://{host}:{port}/")
-    await asyncio.Event().wait()
+async def serve_http(monitor: Monitor, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+    app = monitor_web.http_app(lambda: figures_now(monitor, datetime.now(UTC)))
+    log.info("monitor_listening", url=http.base_url(host, port, tls is not None) + "/")
+    await http.serve_forever(app, host, port, tls)

@@ -11,23 +11,20 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from casebridge.core import handover, jsonform, sealing
-from casebridge.core.errors import CaseBridgeError, Malformed, SchemaInvalid
+from casebridge.core import handover, jsonform, limits, sealing
+from casebridge.core.errors import CaseBridgeError, Oversized, Replay, SchemaInvalid
 from casebridge.core.keys import Identity
 from casebridge.core.model import (
-    CONSENT_SCOPES,
-    EVENT_TYPES,
-    HANDLING_CODES,
     CaseState,
     Header,
     apply_case_flags,
 )
 from casebridge.core.routing import Deliver, route
-from casebridge.node import store
+from casebridge.node import store, validate
 from casebridge.runtime.world import World
 
 CONSENT_EVENTS = frozenset({"consent.recorded", "consent.withdrawn"})
@@ -45,6 +42,7 @@ class Submitted:
     code: str | None = None
     why: str | None = None
     recipients: tuple[str, ...] = ()
+    withheld: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # recipient -> categories
 
 
 @dataclass(frozen=True)
@@ -56,21 +54,10 @@ class Received:
 
 
 def parse_event(doc: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...], Mapping[str, Any]]:
-    """The (event type, case ref, addressees, payload) of a submitted JSON event, or ``Malformed``."""
-    event_type, case_ref, to = doc.get("event_type"), doc.get("case_ref"), doc.get("to", [])
-    if event_type not in EVENT_TYPES:
-        raise Malformed(f"unknown event_type {event_type!r}")
-    if not isinstance(case_ref, str) or not case_ref:
-        raise Malformed("case_ref must be a non-empty pseudonymous reference")
-    if not isinstance(to, list) or not all(isinstance(x, str) for x in to):
-        raise Malformed("to must be a list of countries or participant ids")
-    scopes = doc.get("consent_scopes", [])
-    if not isinstance(scopes, list) or not set(scopes) <= set(CONSENT_SCOPES):
-        raise Malformed(f"consent_scopes must be a list of {', '.join(CONSENT_SCOPES)}")
-    payload = doc.get("payload", {})
-    if not isinstance(payload, dict):
-        raise Malformed("payload must be an object of data categories")
-    return event_type, case_ref, tuple(to), payload
+    """The (event type, case ref, addressees, payload) of a submitted JSON event, or ``Malformed``
+    (``validate.event_document``: shape, known fields, bounds)."""
+    validate.event_document(doc)
+    return doc["event_type"], doc["case_ref"], tuple(doc.get("to", [])), doc.get("payload", {})
 
 
 def draft_header(
@@ -81,8 +68,6 @@ def draft_header(
     event_type, case_ref, to, _ = parse_event(doc)
     scopes = doc.get("consent_scopes", ()) if event_type in CONSENT_EVENTS else sorted(known.consent)
     handling = doc.get("handling_code", "H2")
-    if handling not in HANDLING_CODES:
-        raise Malformed(f"handling_code must be one of {', '.join(HANDLING_CODES)}")
     return Header(
         event_id=str(doc.get("event_id") or uuid.uuid4()),
         event_type=event_type,
@@ -131,6 +116,8 @@ def queue_event(
     case_ref = parse_event(doc)[1]
     known = case_state_of(conn, case_ref)
     header = draft_header(me, doc, now, store.chain_head(conn), known)
+    if store.outbox_row(conn, header.event_id) is not None:
+        raise Replay(f"event id {header.event_id} is already used by an event of this node")
     decision = route(header, world.policy, world.directory, known, now)
     if not isinstance(decision, Deliver):
         store.record_refusal(conn, header.event_id, header.case_ref, header.event_type, decision.code, now)
@@ -141,6 +128,9 @@ def queue_event(
         envelope = sealing.seal(
             header, payload, me, decision.grants, world.directory, now, schemas=world.schemas
         )
+        if not limits.record_fits(envelope, header.case_ref.encode()):
+            raise Oversized(f"the sealed envelope ({len(envelope)} bytes) exceeds the record limit "
+                            f"of {limits.MAX_RECORD_BYTES} bytes")
     except CaseBridgeError as exc:
         store.record_refusal(conn, header.event_id, header.case_ref, header.event_type, exc.code, now)
         return Submitted(header.event_id, "rejected", exc.code, exc.why)
@@ -156,7 +146,17 @@ def queue_event(
     )
     store.append_outbox(conn, row, sealing.envelope_hash(envelope), now)
     remember_flags(conn, header)
-    return Submitted(header.event_id, "queued", recipients=row.recipients)
+    withheld = withheld_categories(doc.get("payload", {}), decision.grants)
+    return Submitted(header.event_id, "queued", recipients=row.recipients, withheld=withheld)
+
+
+def withheld_categories(
+    payload: Mapping[str, Any], grants: Mapping[str, frozenset[str]]
+) -> dict[str, tuple[str, ...]]:
+    """The data categories given in ``payload`` that the agreement does not let each recipient
+    see (sealed for the others, never for it): the caller is told, nothing is dropped silently."""
+    given = {name for name, value in payload.items() if value is not None}
+    return {r: tuple(sorted(given - set(cats))) for r, cats in sorted(grants.items()) if given - set(cats)}
 
 
 def payload_values(world: World, event_type: str, payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -78,8 +78,9 @@ def admin_config(settings: Settings, errors: list[KafkaError]) -> dict[str, Any]
 
 def check(settings: Settings, acting_as: str, wanted: dict[str, set[str]], timeout: float = 20.0) -> None:
     """Raise ``KafkaAuthFailed``, ``KafkaNotAuthorized`` or ``KafkaUnreachable`` unless the logged-in
-    principal may do every operation of ``wanted``; nothing to check on an unsecured broker."""
+    principal may do every operation of ``wanted``; on an unsecured broker, only that it answers."""
     if not settings.sasl_username or not wanted:
+        reachable(settings, min(timeout, 10.0))
         return
     errors: list[KafkaError] = []
     client = AdminClient(admin_config(settings, errors))
@@ -95,10 +96,7 @@ def check(settings: Settings, acting_as: str, wanted: dict[str, set[str]], timeo
             error: KafkaError = exc.args[0]
             client.poll(1.0)  # serves error_cb
             if error.code() in AUTH_ERRORS or any(e.code() in AUTH_ERRORS for e in errors):
-                raise KafkaAuthFailed(
-                    f"the brokers at {settings.bootstrap_servers} refused the login of "
-                    f"{settings.sasl_username!r}: check CASEBRIDGE_SASL_USERNAME and CASEBRIDGE_SASL_PASSWORD"
-                ) from None
+                raise auth_failed(settings) from None
             if error.code() != KafkaError.TOPIC_AUTHORIZATION_FAILED:
                 raise KafkaUnreachable(
                     f"no answer from the brokers at {settings.bootstrap_servers} within {timeout:.0f}s "
@@ -111,6 +109,30 @@ def check(settings: Settings, acting_as: str, wanted: dict[str, set[str]], timeo
             f"{settings.sasl_username!r} may not do what {acting_as} needs: {', '.join(missing)} "
             f"(run `casebridge acl sync`, or log in as {acting_as})"
         )
+
+
+def auth_failed(settings: Settings) -> KafkaAuthFailed:
+    return KafkaAuthFailed(
+        f"the brokers at {settings.bootstrap_servers} refused the login of "
+        f"{settings.sasl_username!r}: check CASEBRIDGE_SASL_USERNAME and CASEBRIDGE_SASL_PASSWORD"
+    )
+
+
+def reachable(settings: Settings, timeout: float = 10.0) -> None:
+    """``KafkaUnreachable`` (one line, no traceback) unless a broker answers a metadata request."""
+    errors: list[KafkaError] = []
+    client = AdminClient(admin_config(settings, errors))
+    try:
+        client.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        error: KafkaError = exc.args[0]
+        if error.code() in AUTH_ERRORS or any(e.code() in AUTH_ERRORS for e in errors):
+            raise auth_failed(settings) from None
+        raise KafkaUnreachable(
+            f"no answer from the brokers at {settings.bootstrap_servers} within {timeout:.0f}s: is the "
+            "broker running, and does KAFKA_BOOTSTRAP_SERVERS name it? (`casebridge broker start` "
+            "prints the address to export)"
+        ) from None
 
 
 def check_service(

@@ -22,7 +22,7 @@ from casebridge.core.agreements import (
     signatures_json,
 )
 from casebridge.core.directory import SECRETARIAT, verify_directory
-from casebridge.core.errors import PolicyError
+from casebridge.core.errors import CaseBridgeError, PolicyError
 from casebridge.core.keys import Identity
 from casebridge.core.model import Directory
 from casebridge.core.routing import Policy, index_agreements
@@ -44,16 +44,36 @@ class World:
     agreements: tuple[Agreement, ...]
     max_age: timedelta = timedelta(days=7)
     anchor: bytes = b""  # the secretariat's signing key: trust anchor of directory updates
+    custody: str | None = None  # the one participant whose private keys this process may load
 
     @property
     def keystore(self) -> Path:
         return self.trust_dir / "keys"
 
     def identity(self, participant: str) -> Identity:
+        """The participant's private keys; a process in ``custody`` of one participant gets no other's."""
+        if self.custody is not None and participant != self.custody:
+            raise KeyCustody(f"this process acts as {self.custody}: it may not load {participant}'s keys")
         return load_identity(self.keystore, participant)
+
+    def in_custody_of(self, participant: str) -> World:
+        """This world, restricted to ``participant``'s private keys (a node started ``--as`` it)."""
+        return replace(self, custody=participant)
 
     def context(self, now: datetime) -> relay.Context:
         return relay.Context(self.directory, self.policy, self.schemas, now, self.max_age)
+
+
+class TrustMissing(CaseBridgeError, FileNotFoundError):
+    """No directory or secretariat key under ``$CASEBRIDGE_HOME/trust``."""
+
+    code = "trust_missing"
+
+
+class KeyCustody(CaseBridgeError, PermissionError):
+    """A process asked for private keys of a participant it does not act as."""
+
+    code = "key_custody"
 
 
 def document_paths(folder: Path) -> list[Path]:
@@ -73,6 +93,10 @@ def trust_dir(home: Path) -> Path:
 def load_world(home: Path, now: datetime) -> World:
     """Verify the directory against the secretariat's key and load every signed agreement."""
     folder = trust_dir(home)
+    if not (folder / "directory.avro").exists() or not (folder / "keys" / SECRETARIAT).exists():
+        raise TrustMissing(
+            f"no trust material in {folder}: run `casebridge trust` (keys, a signed directory and "
+            "signed agreements for a local network; CASEBRIDGE_HOME chooses where)")
     schemas = load_default_schemas()
     anchor = load_public(folder / "keys", SECRETARIAT)[-1].signing_public
     directory = verify_directory(schemas, (folder / "directory.avro").read_bytes(), anchor, now)

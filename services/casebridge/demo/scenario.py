@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casebridge.core import avro, handover, jsonform, sealing
 from casebridge.core.model import Header
+from casebridge.demo.localnet import LocalNet
 from casebridge.runtime.kafka import publish_once
-from casebridge.runtime.localnet import LocalNet
 from casebridge.runtime.world import World
 
 CANARY_NAME = "Sokha Canarykhmer"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from casebridge.core import access
+from casebridge.node import auth
 from casebridge.runtime import acl
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
@@ -62,6 +63,7 @@ class LocalNet:
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
+    tokens: dict[str, str] = field(default_factory=dict)  # node -> the API token of client "localnet"
 
     def env(self, principal: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A service's environment; on a secured cluster, its own Kafka user and password."""
@@ -121,8 +123,14 @@ class LocalNet:
         self._supervisor.start()
 
     def start_node(self, participant: str) -> Service:
+        if participant not in self.tokens:
+            self.tokens[participant] = add_api_client(self.settings.home, participant)
         port = free_port()
         return self.spawn(participant, ["node", "run", "--as", participant, "--port", str(port)], port)
+
+    def token_file(self, participant: str) -> Path:
+        """Where the node's API token for client ``localnet`` is kept (0600), for a person to use."""
+        return auth.clients_file(self.settings.home, participant).with_name("localnet.token")
 
     def url(self, participant: str, path: str) -> str:
         port = self.services[participant].port
@@ -131,11 +139,11 @@ class LocalNet:
     def call(self, participant: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """One HTTP call to a node's API: (status, decoded JSON)."""
         data = json.dumps(body, default=str).encode() if body is not None else None
+        headers = {"content-type": "application/json"}
+        if participant in self.tokens:
+            headers["authorization"] = f"Bearer {self.tokens[participant]}"
         request = urllib.request.Request(  # noqa: S310 - http on loopback only
-            self.url(participant, path),
-            data=data,
-            method=method,
-            headers={"content-type": "application/json"},
+            self.url(participant, path), data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
@@ -189,6 +197,19 @@ def _end(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
         process.wait(timeout=10)
     except ProcessLookupError:
         pass
+
+
+def add_api_client(home: Path, participant: str) -> str:
+    """A client ``localnet`` of the node with every scope; its token, also kept in
+    ``localnet.token`` beside the clients file (0600) for a person trying the API by hand."""
+    path = auth.clients_file(home, participant)
+    token = auth.new_token()
+    clients = {k: v for k, v in auth.load_clients(path).items() if k != "localnet"}
+    auth.save_clients(path, auth.add_client(clients, "localnet", auth.SCOPES, token, datetime.now(UTC)))
+    secret = path.with_name("localnet.token")
+    secret.touch(mode=0o600)
+    secret.write_text(token + "\n")
+    return token
 
 
 def prepare(settings: Settings) -> World:

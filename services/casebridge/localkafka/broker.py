@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -32,9 +33,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
 from casebridge.core.errors import CaseBridgeError
-from casebridge.runtime import tls
+from casebridge.localkafka import tls
 
 Progress = Callable[[str], None]
+
+
+def progress_to_stderr(message: str) -> None:
+    """The ``Progress`` of the commands: one ``casebridge broker:`` line on stderr."""
+    print(f"casebridge broker: {message}", file=sys.stderr, flush=True)
 
 LOG4J2_CONFIG = """\
 Configuration:
@@ -74,6 +80,12 @@ class PortTaken(BrokerError):
     code = "port_taken"
 
 
+class StateMismatch(BrokerError):
+    """The state folder holds a broker made with other options (nodes, port, SASL, TLS)."""
+
+    code = "broker_state_mismatch"
+
+
 @dataclass(frozen=True)
 class BrokerSpec:
     """Where and how the local cluster runs."""
@@ -87,7 +99,7 @@ class BrokerSpec:
     heap: tuple[str, ...] = ("-Xms128m", "-Xmx384m")
     start_timeout: float = 90.0
     secure: bool = False  # SASL/SCRAM-SHA-512 for clients, StandardAuthorizer, deny by default
-    tls: bool = False  # with ``secure``: SASL_SSL, certificates from a local CA (runtime.tls)
+    tls: bool = False  # with ``secure``: SASL_SSL, certificates from a local CA (localkafka.tls)
 
     @property
     def listener(self) -> str:
@@ -456,6 +468,7 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
     """Start the cluster (idempotent) and return its bootstrap address once it answers."""
     if spec.tls and not spec.secure:
         raise BrokerError("TLS is offered with the secured listener only: use --secure with --tls")
+    check_layout(spec)
     running = {n: pid for n in spec.node_ids if (pid := pid_of(spec, n)) is not None}
     if len(running) == spec.nodes and answers(spec.bootstrap, spec.nodes, client_auth(spec)):
         progress(f"already running at {spec.bootstrap}")
@@ -466,8 +479,7 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
     libs = resolve_jars(spec, progress)
     check_ports(spec)
     (spec.state_dir / "log4j2.yaml").write_text(LOG4J2_CONFIG)
-    (spec.state_dir / "nodes").write_text(
-        f"{spec.nodes} {spec.base_port} {int(spec.secure)} {int(spec.tls)}\n")
+    (spec.state_dir / "nodes").write_text(" ".join(str(x) for x in layout_of(spec)) + "\n")
     progress(f"starting {spec.nodes} Kafka node(s) on {spec.bootstrap} ...")
     pids = {node: spawn_node(java, spec, libs, node) for node in spec.node_ids}
     try:
@@ -476,6 +488,39 @@ def start(spec: BrokerSpec, progress: Progress) -> str:
         stop(spec, progress)
         raise
     return spec.bootstrap
+
+
+def layout_of(spec: BrokerSpec) -> tuple[int, int, int, int]:
+    """What a state folder's data is made for: nodes, first port, SASL, TLS (its ``nodes`` file)."""
+    return spec.nodes, spec.base_port, int(spec.secure), int(spec.tls)
+
+
+def describe(layout: tuple[int, ...]) -> str:
+    nodes, port, secure, tls = layout
+    security = "SASL/SCRAM over TLS" if tls else "SASL/SCRAM" if secure else "no SASL"
+    return f"{nodes} node(s) from port {port}, {security}"
+
+
+def check_layout(spec: BrokerSpec) -> None:
+    """Refuse at once to start on data formatted for other options (it would wait and fail):
+    ``StateMismatch`` naming ``casebridge broker reset``."""
+    saved_file = spec.state_dir / "nodes"
+    if not saved_file.exists() or not any(True for _ in _known_nodes(spec)):
+        return
+    saved = (*(int(x) for x in saved_file.read_text().split()), 0, 0, 0, 0)[:4]
+    if saved != layout_of(spec):
+        raise StateMismatch(
+            f"the broker state in {spec.state_dir} was made for {describe(saved)}, not "
+            f"{describe(layout_of(spec))}: start it as before, or run `casebridge broker reset` "
+            "(stops it and deletes its data) and start again")
+
+
+def reset(spec: BrokerSpec, progress: Progress) -> None:
+    """Stop the broker and delete its state folder (its data and settings; the jar cache stays)."""
+    stop(spec, progress)
+    if spec.state_dir.exists():
+        shutil.rmtree(spec.state_dir)
+        progress(f"deleted {spec.state_dir}")
 
 
 def stop(spec: BrokerSpec, progress: Progress, timeout: float = 30.0) -> int:
