@@ -3,19 +3,25 @@
 ``submit`` checks, routes, seals and queues an event from the hub's case system (the outbox row
 is written before anything is published); ``receive`` verifies and decrypts an inbound envelope,
 stores it once and queues the ``receipt.delivered``; receipts for our own events move their
-status forward. Everything refused is kept, with its code.
+status forward. Everything refused is kept, with its code. ``submit_many`` and ``receive_many``
+do the same for a batch in one transaction (one sync to disk for all of them).
+
+Each event goes to the partition of ``cb.out.<me>`` that its case reference hashes to
+(``topics.partition_for``, with the partition count the store was made for) and extends that
+partition's chain: sequence and ``prev_hash`` are
+those of the partition's chain head.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from casebridge.core import handover, jsonform, sealing
+from casebridge.core import handover, jsonform, sealing, topics
 from casebridge.core.errors import CaseBridgeError, Malformed, SchemaInvalid
 from casebridge.core.keys import Identity
 from casebridge.core.model import (
@@ -124,13 +130,37 @@ def submit(
         return queue_event(world, me, conn, doc, now)
 
 
+def submit_many(
+    world: World, me: Identity, conn: sqlite3.Connection, docs: Sequence[Mapping[str, Any]], now: datetime
+) -> list[Submitted | Exception]:
+    """``submit`` for each document, all in one transaction (a group commit): each gets its
+    outcome, or the exception ``submit`` would have raised (that document leaves nothing)."""
+    results: list[Submitted | Exception] = []
+    with store.transaction(conn):
+        for doc in docs:
+            conn.execute("SAVEPOINT one")
+            try:
+                results.append(queue_event(world, me, conn, doc, now))
+            except Exception as exc:  # handed back to its caller, as submit would raise it
+                conn.execute("ROLLBACK TO one")
+                results.append(exc)
+            conn.execute("RELEASE one")
+    return results
+
+
+def partition_of(case_ref: str, partitions: int) -> int:
+    """The partition of ``cb.out.<sender>`` (and so the chain) of an event of this case."""
+    return topics.partition_for(case_ref.encode(), partitions)
+
+
 def queue_event(
     world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
 ) -> Submitted:
     """``submit`` inside the caller's transaction."""
     case_ref = parse_event(doc)[1]
     known = case_state_of(conn, case_ref)
-    header = draft_header(me, doc, now, store.chain_head(conn), known)
+    partition = partition_of(case_ref, store.partition_count(conn))
+    header = draft_header(me, doc, now, store.chain_head(conn, partition), known)
     decision = route(header, world.policy, world.directory, known, now)
     if not isinstance(decision, Deliver):
         store.record_refusal(conn, header.event_id, header.case_ref, header.event_type, decision.code, now)
@@ -153,6 +183,7 @@ def queue_event(
         envelope,
         "queued",
         None,
+        partition,
     )
     store.append_outbox(conn, row, sealing.envelope_hash(envelope), now)
     remember_flags(conn, header)
@@ -174,8 +205,27 @@ def _with_agreement(header: Header, decision: Deliver) -> Header:
     return Header(**{**header.__dict__, "agreement_id": first[0], "agreement_version": first[1]})
 
 
-def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime) -> Received:
-    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt."""
+def receive(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime
+) -> Received:
+    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt
+    (one transaction)."""
+    with store.transaction(conn):
+        return take_inbound(world, me, conn, data, now)
+
+
+def receive_many(
+    world: World, me: Identity, conn: sqlite3.Connection, values: Sequence[bytes], now: datetime
+) -> list[Received]:
+    """``receive`` for a batch of inbound envelopes, in one transaction."""
+    with store.transaction(conn):
+        return [take_inbound(world, me, conn, data, now) for data in values]
+
+
+def take_inbound(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime
+) -> Received:
+    """``receive`` inside the caller's transaction."""
     try:
         opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
         check_content(world, opened)
@@ -194,12 +244,11 @@ def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, n
             now,
         )
         return Received(header.event_id, "receipt", header=header)
-    with store.transaction(conn):  # stored and its receipt queued together, or neither
-        if not store.store_inbound(conn, inbound_record(opened), now):
-            return Received(header.event_id, "duplicate", header=header)
-        remember_flags(conn, header)
-        receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
-        queue_event(world, me, conn, receipt, now)
+    if not store.store_inbound(conn, inbound_record(opened), now):
+        return Received(header.event_id, "duplicate", header=header)
+    remember_flags(conn, header)
+    receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
+    queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)
 
 
@@ -256,7 +305,8 @@ def mark_processed(
             case_ref=record["case_ref"],
             to=(),
         )
-        return queue_event(world, me, conn, receipt_doc("receipt.processed", answered, b"", now), now)
+        receipt = receipt_doc("receipt.processed", answered, b"", now)
+        return queue_event(world, me, conn, receipt, now)
 
 
 def status_of(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
