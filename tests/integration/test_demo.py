@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,5 +31,5 @@ def test_demo_runs_the_whole_case_to_completion(tmp_path: Path) -> None:
     assert "(SASL/SCRAM + ACLs)" in out  # secured by default: each service its own Kafka user
     assert out.count("REFUSED ") == 2  # the node's refusal and the router's
     assert "BREACHED REG.DEADLINES sla.breached" in out
-    assert "Chains: 5 of 5 senders ok" in out
+    assert re.search(r"Chains \(sender/partition\): (\d+) of \1 ok", out), "every chain verifies"
     assert not list((tmp_path / "demo-broker").glob("node-*/broker.pid")), "the demo's broker is stopped"
