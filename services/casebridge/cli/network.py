@@ -121,12 +121,13 @@ def cmd_deadlines_run(args: argparse.Namespace) -> int:
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
-    from casebridge.node.app import create_node
+    from casebridge.node import pump
 
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, args.participant)
-    return run_worker(create_node(settings, world, args.participant, args.port), settings)
+    configure_logging(settings.log_format, settings.log_level)
+    return pump.run(settings, world, args.participant, args.port)
 
 
 def cmd_node_submit(args: argparse.Namespace) -> int:

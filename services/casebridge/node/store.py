@@ -158,6 +158,17 @@ def queued(conn: sqlite3.Connection, limit: int = 500) -> list[OutboxRow]:
     return [_outbox_row(r) for r in rows]
 
 
+def queued_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, OutboxRow]]:
+    """``queued`` from the row after ``after`` (a rowid) on, each with its rowid: the publisher's
+    cursor over the queue."""
+    rows = conn.execute(
+        SELECT_ROW.replace("SELECT ", "SELECT rowid, ", 1)
+        + "WHERE status = 'queued' AND rowid > ? ORDER BY rowid LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [(int(r[0]), _outbox_row(r[1:])) for r in rows]
+
+
 def mark_published(conn: sqlite3.Connection, event_id: str, now: datetime) -> None:
     conn.execute(
         "UPDATE outbox SET status = 'published', published_at = ? WHERE event_id = ? AND status = 'queued'",
@@ -170,11 +181,15 @@ def mark_published_all(conn: sqlite3.Connection, event_ids: list[str], now: date
     if not event_ids:
         return
     with transaction(conn):
-        conn.executemany(
-            "UPDATE outbox SET status = 'published', published_at = ? "
-            "WHERE event_id = ? AND status = 'queued'",
-            [(now.isoformat(), event_id) for event_id in event_ids],
-        )
+        mark_published_many(conn, event_ids, now)
+
+
+def mark_published_many(conn: sqlite3.Connection, event_ids: list[str], now: datetime) -> None:
+    """``mark_published`` for many, inside the caller's transaction."""
+    conn.executemany(
+        "UPDATE outbox SET status = 'published', published_at = ? WHERE event_id = ? AND status = 'queued'",
+        [(now.isoformat(), event_id) for event_id in event_ids],
+    )
 
 
 def mark_oversized(conn: sqlite3.Connection, event_id: str) -> None:
