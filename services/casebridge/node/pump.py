@@ -206,11 +206,12 @@ def receive_batch(node: Node, conn: sqlite3.Connection, messages: list[Message])
                  event_type=outcome.header.event_type if outcome.header else None)
 
 
-def receive_forever(node: Node, settings: Settings, stop: threading.Event) -> None:
+def receive_forever(node: Node, settings: Settings, stop: threading.Event, topic: str | None = None,
+                    group_id: str | None = None) -> None:
     """The inbox loop (a thread): poll a batch, store it, commit its offsets, until ``stop``."""
     conn = store.connect(node_db(settings.home, node.participant))
-    consumer = ckafka.consumer(settings, f"casebridge-node-{node.participant}")
-    consumer.subscribe([topics.inbox(node.participant)])
+    consumer = ckafka.consumer(settings, group_id or f"casebridge-node-{node.participant}")
+    consumer.subscribe([topic or topics.inbox(node.participant)])
     try:
         while not stop.is_set():
             messages = [m for m in consumer.consume(INBOX_BATCH, 0.5) if not inbox_error(m)]

@@ -111,12 +111,16 @@ def case_state_of(conn: sqlite3.Connection, case_ref: str) -> CaseState:
     return CaseState(frozenset(saved.get("consent", ())), bool(saved.get("witness_hold", False)))
 
 
-def remember_flags(conn: sqlite3.Connection, header: Header) -> None:
+def remember_flags(conn: sqlite3.Connection, header: Header, known: CaseState | None = None) -> None:
     """Keep the case's consent and witness-hold flags that this header carries (the router keeps
-    its own table and decides; this is the node's view for its own pre-check)."""
-    state = apply_case_flags(case_state_of(conn, header.case_ref), header)
+    its own table and decides; this is the node's view for its own pre-check). ``known``: the
+    case's state as just read, if the caller has it; nothing is written when nothing changes."""
+    before = known if known is not None else case_state_of(conn, header.case_ref)
+    state = apply_case_flags(before, header)
     if header.event_type not in CONSENT_EVENTS and header.consent_scopes:
         state = CaseState(frozenset(header.consent_scopes), state.witness_hold)
+    if known is not None and state == known:
+        return
     store.save_case_state(
         conn, header.case_ref, {"consent": sorted(state.consent), "witness_hold": state.witness_hold}
     )
@@ -186,7 +190,7 @@ def queue_event(
         partition,
     )
     store.append_outbox(conn, row, sealing.envelope_hash(envelope), now)
-    remember_flags(conn, header)
+    remember_flags(conn, header, known)
     return Submitted(header.event_id, "queued", recipients=row.recipients)
 
 
@@ -196,8 +200,19 @@ def payload_values(world: World, event_type: str, payload: Mapping[str, Any]) ->
     if name is None:
         raise SchemaInvalid(f"no payload schema for {event_type}")
     document = world.schemas.documents[name]
-    result: dict[str, Any] = jsonform.from_json(document, payload, jsonform.collect_names(document, {}))
+    result: dict[str, Any] = jsonform.from_json(document, payload, names_of(document))
     return result
+
+
+_NAMES: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def names_of(document: Any) -> dict[str, Any]:
+    """``jsonform.collect_names`` of a payload schema, worked out once per schema document."""
+    cached = _NAMES.get(id(document))
+    if cached is None or cached[0] is not document:
+        cached = _NAMES[id(document)] = (document, jsonform.collect_names(document, {}))
+    return cached[1]
 
 
 def _with_agreement(header: Header, decision: Deliver) -> Header:
