@@ -196,7 +196,7 @@ def test_audit_verify_reads_the_topic_and_fails_on_a_forged_record(
     forged = dict(records[0], envelope_hash=bytes(32), offset=40, event_id="ev-forged")
     asyncio.run(publish(kafka, topic, [forged]))
     assert run_cli(["audit", "verify", "--topic", topic]) == 1
-    assert "TH.MSDHS: fork (6 links, last sequence 5)" in capsys.readouterr().out
+    assert "TH.MSDHS/0: fork (6 links, last sequence 5)" in capsys.readouterr().out
 
 
 def run_cli(argv: list[str]) -> int:

@@ -121,6 +121,31 @@ def test_chains_are_checked_per_sender_across_audit_partitions() -> None:
     assert [(s.sender, s.status, s.links) for s in statuses] == [("KH.MOSVY", "ok", 2), ("TH.MSDHS", "ok", 4)]
 
 
+def in_partition(records: list[dict[str, Any]], partition: int, offset: int = 0) -> list[dict[str, Any]]:
+    """The records as if their envelopes sat in ``partition`` of the outbox, from ``offset`` on."""
+    return [dict(r, partition=partition, offset=offset + n) for n, r in enumerate(records)]
+
+
+def test_each_partition_of_an_outbox_is_its_own_chain() -> None:
+    """Two chains of one sender, each starting at sequence 1 in its own partition, interleaved in
+    the audit log, verify separately: no fork for the repeated sequence numbers, no reorder."""
+    left, right = in_partition(chain(3), 0), in_partition(chain(2), 4)
+    interleaved = [left[0], right[0], left[1], right[1], left[2]]
+    statuses = chains.check([interleaved])
+    assert [(s.sender, s.partition, s.status, s.links, s.last_sequence) for s in statuses] == [
+        ("TH.MSDHS", 0, "ok", 3, 3), ("TH.MSDHS", 4, "ok", 2, 2)
+    ]
+
+
+def test_a_finding_names_the_partition_of_its_chain() -> None:
+    """A gap in partition 2's chain is reported for partition 2 only; partition 0 stays ok."""
+    broken = in_partition(chain(4), 2)
+    del broken[1]
+    statuses = {s.partition: s for s in chains.check([in_partition(chain(2), 0) + broken])}
+    assert (statuses[0].status, statuses[2].status) == ("ok", "gap")
+    assert [(f.partition, f.kind, f.sequence) for f in statuses[2].findings] == [(2, "gap", 2)]
+
+
 def test_a_file_round_trip_keeps_every_field(tmp_path: Path) -> None:
     """Records written as JSON lines read back equal, bytes and times included."""
     records = synthetic.demo_flow(START)
@@ -147,7 +172,7 @@ def run_cli(argv: list[str]) -> int:
 
 
 @pytest.mark.parametrize(("tamper", "exit_code", "expected"), [
-    (lambda rs: None, 0, "TH.MSDHS: ok (5 links, last sequence 5)"),
+    (lambda rs: None, 0, "TH.MSDHS/0: ok (5 links, last sequence 5)"),
     (lambda rs: rs.pop(2), 1, "gap at sequence 3"),
     (lambda rs: rs[1].update(envelope_hash=bytes(32)), 1, "broken_link at sequence 3 cb.out.TH.MSDHS/0@2"),
 ])

@@ -21,8 +21,8 @@ ALLOWED_KEYS = {
     "event_type", "latency", "count", "p50_ms", "p90_ms", "p99_ms", "outstanding", "oldest_s", "items",
     "event_id", "case_ref", "sender", "recipient", "age_s", "sla", "agreement_id", "opened", "open", "met",
     "breached", "overdue", "opened_by", "parties", "status", "warned_at", "breached_at", "answered_at",
-    "overdue_s", "quarantine", "chains", "links", "last_sequence", "findings", "kind", "sequence",
-    "position", "detail",
+    "overdue_s", "quarantine", "chains", "partition", "links", "last_sequence", "findings", "kind",
+    "sequence", "position", "detail",
 }
 
 
@@ -85,7 +85,7 @@ async def test_metrics_parse_as_prometheus_text(client: TestClient[Any, Any]) ->
     assert samples[("casebridge_receipts_outstanding", "")] == 2
     assert samples[("casebridge_quarantined_total", 'code="consent_missing"')] == 1
     assert samples[("casebridge_sla_obligations", 'agreement_id="MOU-KH-TH",status="overdue"')] == 1
-    assert samples[("casebridge_chain_ok", 'sender="TH.MSDHS"')] == 1
+    assert samples[("casebridge_chain_ok", 'sender="TH.MSDHS",partition="0"')] == 1
 
 
 async def test_the_page_is_self_contained_and_holds_no_case_content(client: TestClient[Any, Any]) -> None:
@@ -122,4 +122,4 @@ def test_the_text_summary_fits_one_screen() -> None:
     assert len(lines) <= 12 and all(len(line) <= 120 for line in lines)
     assert "Corridors: KH\u2013TH 4 · LA\u2013TH 1 · TH\u2013TH 1 (domestic)" in lines
     assert "SLA MOU-KH-TH: reported 2, open 0, met 1, breached 0, overdue 1" in lines
-    assert lines[-1] == "Chains: 6 of 6 senders ok"
+    assert lines[-1] == "Chains (sender/partition): 6 of 6 ok"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from casebridge.core import sealing
+from casebridge.core import sealing, topics
 from casebridge.core.errors import Malformed
 from casebridge.core.jsonform import to_json
 from casebridge.node import service, store
@@ -81,7 +81,58 @@ def test_submit_queues_a_chain(world: World, tmp_path: Path) -> None:
         verified = sealing.verify(row.envelope or b"", ctx.directory, NOW, ctx.max_age, schemas=world.schemas)
         assert (verified.header.sequence, verified.header.prev_hash) == (row.sequence, previous)
         previous = sealing.envelope_hash(row.envelope or b"")
-    assert store.chain_head(conn) == (3, previous)
+    assert store.chain_head(conn, service.partition_of("case-7f3a", 6)) == (3, previous)
+
+
+def cases_in_two_partitions() -> tuple[str, str, str]:
+    """Three case references: the first two in one partition of six, the third in another."""
+    by_partition: dict[int, list[str]] = {}
+    for n in range(100):
+        by_partition.setdefault(topics.partition_for(f"case-{n}".encode(), 6), []).append(f"case-{n}")
+    pair = next(refs for refs in by_partition.values() if len(refs) >= 2)
+    other = next(refs[0] for p, refs in by_partition.items() if refs is not pair)
+    return pair[0], pair[1], other
+
+
+def test_each_partition_of_the_outbox_has_its_own_chain(world: World, tmp_path: Path) -> None:
+    """Events go to the murmur2 partition of their case reference and chain within it: sequence 1
+    with an empty prev_hash in each partition, then the hash of that partition's previous event."""
+    conn = node(tmp_path, SENDER)
+    first, second, other = cases_in_two_partitions()
+    for case_ref in (first, other, second, other):
+        assert submit(world, conn, event(case_ref=case_ref)).status == "queued"
+    rows = store.queued(conn)
+    assert [r.partition for r in rows] == [topics.partition_for(r.case_ref.encode(), 6) for r in rows]
+    assert [(r.case_ref, r.sequence) for r in rows] == [(first, 1), (other, 1), (second, 2), (other, 2)]
+    ctx = world.context(NOW)
+    heads: dict[int, bytes] = {}
+    for row in rows:
+        verified = sealing.verify(row.envelope or b"", ctx.directory, NOW, ctx.max_age, schemas=world.schemas)
+        assert verified.header.prev_hash == heads.get(row.partition, b"")
+        heads[row.partition] = sealing.envelope_hash(row.envelope or b"")
+    assert store.chain_head(conn, rows[-1].partition) == (2, heads[rows[-1].partition])
+
+
+def test_the_store_partition_count_decides_the_partition(world: World, tmp_path: Path) -> None:
+    """A store made for one partition puts every case in partition 0, in one chain."""
+    conn = store.connect(tmp_path / "one" / "node.sqlite", 1)
+    first, _, other = cases_in_two_partitions()
+    submit(world, conn, event(case_ref=first))
+    submit(world, conn, event(case_ref=other))
+    assert [(r.partition, r.sequence) for r in store.queued(conn)] == [(0, 1), (0, 2)]
+
+
+def test_submit_many_commits_a_group_and_isolates_a_bad_document(world: World, tmp_path: Path) -> None:
+    """A group commit queues the good documents in order; a malformed one gets its exception and
+    leaves nothing, a refused one is kept as rejected, and the chain has no hole."""
+    conn = node(tmp_path, SENDER)
+    docs = [event(), {"event_type": "nope"}, event(to=("KH.CCPCR",)), event()]
+    results = service.submit_many(world, world.identity(SENDER), conn, docs, NOW)
+    assert isinstance(results[1], Malformed)
+    outcomes = [r.status for r in results if isinstance(r, service.Submitted)]
+    assert outcomes == ["queued", "rejected", "queued"]
+    assert [r.sequence for r in store.queued(conn)] == [1, 2]
+    assert not conn.in_transaction
 
 
 def test_submit_reports_the_granted_recipients(world: World, tmp_path: Path) -> None:
@@ -112,7 +163,7 @@ def test_refused_event_is_kept_as_rejected(world: World, tmp_path: Path) -> None
     row = store.outbox_row(conn, result.event_id)
     assert row is not None
     assert (row.status, row.reason, row.envelope, row.sequence) == ("rejected", result.code, None, 0)
-    assert store.chain_head(conn) == (0, b"")
+    assert store.chain_head(conn, service.partition_of("case-7f3a", 6)) == (0, b"")
     assert store.queued(conn) == []
 
 
@@ -123,7 +174,7 @@ def test_payload_that_does_not_fit_is_rejected_as_schema_invalid(world: World, t
     result = submit(world, conn, doc)
     assert (result.status, result.code) == ("rejected", "schema_invalid")
     assert "no_such_field" in (result.why or "")
-    assert store.chain_head(conn) == (0, b"")
+    assert store.chain_head(conn, service.partition_of("case-7f3a", 6)) == (0, b"")
 
 
 def consent(scopes: Any, event_type: str = "consent.recorded") -> dict[str, Any]:
@@ -207,6 +258,18 @@ def test_receive_stores_once_and_queues_one_receipt(world: World, tmp_path: Path
     assert record is not None
     assert (record["sender"], record["event_type"]) == (SENDER, "return_plan.proposed")
     assert "operational" in record["categories"]
+
+
+def test_receive_many_stores_a_batch_in_one_transaction(world: World, tmp_path: Path) -> None:
+    """A batch with an event, its duplicate and garbage: stored once, duplicate, quarantined."""
+    _, event_id, data = sent_to_recipient(world, tmp_path)
+    conn = node(tmp_path, RECIPIENT)
+    outcomes = service.receive_many(world, world.identity(RECIPIENT), conn, [data, data, b"junk"], NOW)
+    assert [(o.event_id, o.outcome) for o in outcomes] == [
+        (event_id, "stored"), (event_id, "duplicate"), (None, "quarantined")
+    ]
+    assert queued_types(conn) == ["receipt.delivered"]
+    assert not conn.in_transaction
 
 
 def test_delivered_receipt_names_the_event_and_its_hash(world: World, tmp_path: Path) -> None:

@@ -18,15 +18,18 @@ def open_store(tmp_path: Path) -> sqlite3.Connection:
     return store.connect(tmp_path / "node" / "node.sqlite")
 
 
-def outbox_row(event_id: str, sequence: int) -> store.OutboxRow:
+def outbox_row(event_id: str, sequence: int, partition: int = 0) -> store.OutboxRow:
     return store.OutboxRow(
-        event_id, sequence, "case-1", "return_plan.proposed", ("KH.MOSVY",), b"env", "queued", None
+        event_id, sequence, "case-1", "return_plan.proposed", ("KH.MOSVY",), b"env", "queued", None,
+        partition,
     )
 
 
-def queue(conn: sqlite3.Connection, event_id: str, sequence: int, digest: bytes = b"h") -> None:
+def queue(
+    conn: sqlite3.Connection, event_id: str, sequence: int, digest: bytes = b"h", partition: int = 0
+) -> None:
     with store.transaction(conn):
-        store.append_outbox(conn, outbox_row(event_id, sequence), digest, NOW)
+        store.append_outbox(conn, outbox_row(event_id, sequence, partition), digest, NOW)
 
 
 def inbound(event_id: str, **more: Any) -> dict[str, Any]:
@@ -41,11 +44,45 @@ def inbound(event_id: str, **more: Any) -> dict[str, Any]:
     }
 
 
-def test_a_new_store_starts_an_empty_chain(tmp_path: Path) -> None:
-    """A freshly created store has chain head (0, empty hash) and nothing queued."""
+def test_a_new_store_starts_an_empty_chain_in_every_partition(tmp_path: Path) -> None:
+    """A freshly created store has chain head (0, empty hash) in each partition and nothing queued."""
     conn = open_store(tmp_path)
-    assert store.chain_head(conn) == (0, b"")
+    assert [store.chain_head(conn, p) for p in range(6)] == [(0, b"")] * 6
     assert store.queued(conn) == []
+    assert store.partition_count(conn) == 6
+
+
+def test_the_partition_count_is_kept_by_the_store(tmp_path: Path) -> None:
+    """A store made for 3 partitions stays so; opening it for another count is refused."""
+    path = tmp_path / "node.sqlite"
+    store.connect(path, 3).close()
+    assert store.partition_count(store.connect(path)) == 3
+    assert store.partition_count(store.connect(path, 3)) == 3
+    with pytest.raises(store.StoreMismatch):
+        store.connect(path, 6)
+
+
+def test_a_store_with_one_chain_per_sender_is_refused(tmp_path: Path) -> None:
+    """A store from before per-partition chains is not silently reused."""
+    path = tmp_path / "node.sqlite"
+    sqlite3.connect(path).execute("CREATE TABLE chain (id INTEGER PRIMARY KEY)").connection.commit()
+    with pytest.raises(store.StoreMismatch):
+        store.connect(path)
+
+
+def test_each_partition_has_its_own_chain(tmp_path: Path) -> None:
+    """Appending in one partition moves that partition's head only; sequences repeat across
+    partitions but never within one."""
+    conn = open_store(tmp_path)
+    queue(conn, "a1", 1, b"a1", partition=0)
+    queue(conn, "b1", 1, b"b1", partition=4)
+    queue(conn, "a2", 2, b"a2", partition=0)
+    assert [store.chain_head(conn, p) for p in (0, 4, 5)] == [(2, b"a2"), (1, b"b1"), (0, b"")]
+    assert [(r.event_id, r.partition, r.sequence) for r in store.queued(conn)] == [
+        ("a1", 0, 1), ("b1", 4, 1), ("a2", 0, 2)
+    ]
+    with pytest.raises(sqlite3.IntegrityError):
+        queue(conn, "b1-again", 1, partition=4)
 
 
 def test_reopening_keeps_the_chain(tmp_path: Path) -> None:
@@ -54,18 +91,19 @@ def test_reopening_keeps_the_chain(tmp_path: Path) -> None:
     queue(conn, "e1", 1, b"h1")
     conn.close()
     again = open_store(tmp_path)
-    assert store.chain_head(again) == (1, b"h1")
+    assert store.chain_head(again, 0) == (1, b"h1")
     assert [r.event_id for r in store.queued(again)] == ["e1"]
 
 
-def test_append_outbox_advances_the_chain_and_queues_in_sequence_order(tmp_path: Path) -> None:
-    """Each queued envelope moves the chain head; queued() returns rows in sequence order."""
+def test_append_outbox_advances_the_chain_and_queues_in_write_order(tmp_path: Path) -> None:
+    """Each queued envelope moves its partition's head; queued() returns rows in the order they
+    were written (the order their sequence numbers were taken in)."""
     conn = open_store(tmp_path)
     for event_id, sequence in (("c", 3), ("a", 1), ("b", 2)):
         queue(conn, event_id, sequence, event_id.encode())
-    assert store.chain_head(conn) == (2, b"b")  # the last one written, not the highest
-    assert [(r.event_id, r.sequence) for r in store.queued(conn)] == [("a", 1), ("b", 2), ("c", 3)]
-    assert store.queued(conn, limit=2)[-1].sequence == 2
+    assert store.chain_head(conn, 0) == (2, b"b")  # the last one written, not the highest
+    assert [(r.event_id, r.sequence) for r in store.queued(conn)] == [("c", 3), ("a", 1), ("b", 2)]
+    assert store.queued(conn, limit=2)[-1].sequence == 1
 
 
 def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
@@ -74,12 +112,12 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), store.transaction(conn):
         store.append_outbox(conn, outbox_row("e1", 1), b"h1", NOW)
         raise RuntimeError("crash between write and commit")
-    assert store.chain_head(conn) == (0, b"")
+    assert store.chain_head(conn, 0) == (0, b"")
     assert store.outbox_row(conn, "e1") is None
 
 
 def test_duplicate_sequence_is_refused(tmp_path: Path) -> None:
-    """Two outbox rows can never share a sequence number."""
+    """Two outbox rows of one partition can never share a sequence number."""
     conn = open_store(tmp_path)
     queue(conn, "e1", 1)
     with pytest.raises(sqlite3.IntegrityError):
@@ -92,9 +130,9 @@ def test_refusal_is_kept_without_a_sequence(tmp_path: Path) -> None:
     store.record_refusal(conn, "r1", "case-1", "return_plan.proposed", "no_agreement", NOW)
     row = store.outbox_row(conn, "r1")
     assert row == store.OutboxRow(
-        "r1", 0, "case-1", "return_plan.proposed", (), None, "rejected", "no_agreement"
+        "r1", 0, "case-1", "return_plan.proposed", (), None, "rejected", "no_agreement", 0
     )
-    assert store.chain_head(conn) == (0, b"")
+    assert store.chain_head(conn, 0) == (0, b"")
     assert store.queued(conn) == []
 
 
@@ -118,6 +156,17 @@ def test_mark_published_all_moves_the_acknowledged_rows_only(tmp_path: Path) -> 
     store.mark_published_all(conn, [], NOW)
     assert [row.event_id for row in store.queued(conn)] == ["e2", "e4"]
     assert not conn.in_transaction
+
+
+def test_mark_oversized_takes_a_queued_row_out_for_good(tmp_path: Path) -> None:
+    """A row the broker refuses for its size becomes rejected (oversized) and is not queued again."""
+    conn = open_store(tmp_path)
+    queue(conn, "e1", 1)
+    queue(conn, "e2", 2)
+    store.mark_oversized(conn, "e1")
+    row = store.outbox_row(conn, "e1")
+    assert (row.status, row.reason) == ("rejected", "oversized")  # type: ignore[union-attr]
+    assert [r.event_id for r in store.queued(conn)] == ["e2"]
 
 
 @pytest.mark.parametrize(

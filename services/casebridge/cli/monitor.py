@@ -67,7 +67,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     statuses = chains.check(log.partitions)
     if args.json:
         doc = {"undecodable": list(log.undecodable), "chains": [
-            {"sender": s.sender, "status": s.status, "links": s.links, "last_sequence": s.last_sequence,
+            {"sender": s.sender, "partition": s.partition, "status": s.status, "links": s.links,
+             "last_sequence": s.last_sequence,
              "findings": [vars(f) for f in s.findings]} for s in statuses]}
         print(json.dumps(doc, indent=1))
     else:

@@ -143,14 +143,15 @@ def stop_on_signals() -> threading.Event:
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
-    from casebridge.node.app import create_node
+    from casebridge.node import pump
 
     settings = Settings.from_env()
     if args.host:
         settings = replace(settings, http_host=args.host)
     world = load_world(settings.home, datetime.now(UTC))
     preflight(settings, world, args.participant)
-    return run_worker(create_node(settings, world, args.participant, args.port), settings, prompt_stop=True)
+    configure_logging(settings.log_format, settings.log_level)
+    return pump.run(settings, world, args.participant, args.port)
 
 
 def cmd_node_submit(args: argparse.Namespace) -> int:

@@ -139,10 +139,12 @@ async def behind(consumer: Any, ends: Mapping[Any, int]) -> bool:
 
 
 def report(log: AuditLog, statuses: Sequence[chains.ChainStatus]) -> list[str]:
-    """Human-readable lines: one per sender, one per finding, one per unreadable record."""
+    """Human-readable lines: one per (sender, partition) chain, one per finding, one per
+    unreadable record."""
     lines = [f"undecodable {where}" for where in log.undecodable]
     for status in statuses:
-        lines.append(f"{status.sender}: {status.status} ({status.links} links, last sequence "
+        chain = f"{status.sender}/{status.partition}"
+        lines.append(f"{chain}: {status.status} ({status.links} links, last sequence "
                      f"{status.last_sequence})")
         lines += [f"  {f.kind} at sequence {f.sequence}{' ' + f.position if f.position else ''}: {f.detail}"
                   for f in status.findings]

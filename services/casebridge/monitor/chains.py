@@ -1,17 +1,18 @@
-"""Per-sender hash-chain verification over decoded ``cb.audit`` records (pure).
+"""Hash-chain verification per (sender, partition) over decoded ``cb.audit`` records (pure).
 
-Every sender writes to its own one-partition ``cb.out.<sender>`` topic, so its envelopes form a
-total order: sequence ``n`` sits after ``n - 1`` and carries ``prev_hash`` = the envelope hash of
-``n - 1`` (empty for ``n = 1``). Each audit record names the source position (topic, partition,
-offset) of the envelope it decided on; the checker orders a sender's links by that position and
-reports, with the sender and the position:
+Every sender writes to its own ``cb.out.<sender>`` topic, each case to the partition its case
+reference hashes to, and keeps one chain per partition: within partition p, sequence ``n`` sits
+after ``n - 1`` and carries ``prev_hash`` = the envelope hash of ``n - 1`` (empty for ``n = 1``).
+Each audit record names the source position (topic, partition, offset) of the envelope it decided
+on; the checker groups links by (sender, source partition), orders each chain by offset and
+reports, with the sender, the partition and the position:
 
 - ``gap``: a sequence number below the highest one never appears;
 - ``fork``: two different envelope hashes claim one sequence number;
 - ``reorder``: a sequence number lower than one already seen at an earlier source offset;
 - ``broken_link``: ``prev_hash`` is not the envelope hash of the previous sequence number;
-- ``out_of_order``: within one audit partition (or file) a sender's source offsets go backwards,
-  i.e. the audit log itself was rearranged.
+- ``out_of_order``: within one audit partition (or file) the source offsets of one chain go
+  backwards, i.e. the audit log itself was rearranged.
 
 Chain members are delivered and quarantined records of the topic's owner with a sequence >= 1:
 a quarantined record consumed its sender's sequence number, but the router recorded no envelope
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Record = Mapping[str, Any]
+ChainKey = tuple[str, int]  # (sender, partition of cb.out.<sender>)
 OUT_PREFIX = "cb.out."
 CHAINED_OUTCOMES = frozenset({"delivered", "quarantined"})
 SEVERITY = ("fork", "broken_link", "reorder", "out_of_order", "gap")
@@ -49,12 +51,17 @@ class Link:
     def position(self) -> str:
         return f"{self.topic}/{self.partition}@{self.offset}"
 
+    @property
+    def chain(self) -> ChainKey:
+        return self.sender, self.partition
+
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem in one sender's chain, where it was seen."""
+    """One problem in one chain, where it was seen."""
 
     sender: str
+    partition: int  # of cb.out.<sender>: whose chain
     kind: str  # gap, fork, reorder, broken_link, out_of_order
     sequence: int
     position: str  # source position "cb.out.<sender>/<partition>@<offset>" ("" for a gap)
@@ -63,9 +70,10 @@ class Finding:
 
 @dataclass(frozen=True)
 class ChainStatus:
-    """A sender's chain: ``ok`` or its most severe finding's kind, and every finding."""
+    """One (sender, partition) chain: ``ok`` or its most severe finding's kind, and every finding."""
 
     sender: str
+    partition: int
     status: str
     links: int
     last_sequence: int
@@ -83,33 +91,37 @@ def link_of(record: Record) -> Link | None:
                 str(topic), int(record.get("partition") or 0), int(record.get("offset") or 0))
 
 
-def collect(partitions: Iterable[Sequence[Record]]) -> tuple[dict[str, list[Link]], list[Finding]]:
-    """Links per sender (exact duplicates dropped) and the audit-order findings of each partition."""
-    links: dict[str, list[Link]] = {}
+def collect(partitions: Iterable[Sequence[Record]]) -> tuple[dict[ChainKey, list[Link]], list[Finding]]:
+    """Links per chain (exact duplicates dropped) and the audit-order findings of each audit partition."""
+    links: dict[ChainKey, list[Link]] = {}
     seen: set[Link] = set()
     findings: list[Finding] = []
     for records in partitions:
-        last: dict[str, Link] = {}
+        last: dict[ChainKey, Link] = {}
         for link in filter(None, map(link_of, records)):
             if link in seen:
                 continue
             seen.add(link)
-            links.setdefault(link.sender, []).append(link)
-            findings += audit_order(last.get(link.sender), link)
-            last[link.sender] = link
+            links.setdefault(link.chain, []).append(link)
+            findings += audit_order(last.get(link.chain), link)
+            last[link.chain] = link
     return links, findings
 
 
 def audit_order(before: Link | None, link: Link) -> list[Finding]:
-    if before is None or (before.partition, before.offset) < (link.partition, link.offset):
+    if before is None or before.offset < link.offset:
         return []
-    return [Finding(link.sender, "out_of_order", link.sequence, link.position,
-                    f"audit lists offset {link.offset} after offset {before.offset}")]
+    return [finding(link, "out_of_order", f"audit lists offset {link.offset} after offset {before.offset}")]
 
 
-def check_sender(sender: str, links: Sequence[Link]) -> list[Finding]:
-    """Forks, reordering, broken links and gaps of one sender's links (in source order)."""
-    ordered = sorted(links, key=lambda k: (k.partition, k.offset))
+def finding(link: Link, kind: str, detail: str) -> Finding:
+    return Finding(link.sender, link.partition, kind, link.sequence, link.position, detail)
+
+
+def check_chain(key: ChainKey, links: Sequence[Link]) -> list[Finding]:
+    """Forks, reordering, broken links and gaps of one chain's links (in source order)."""
+    sender, partition = key
+    ordered = sorted(links, key=lambda k: k.offset)
     first: dict[int, Link] = {}
     findings: list[Finding] = []
     highest = 0
@@ -119,7 +131,7 @@ def check_sender(sender: str, links: Sequence[Link]) -> list[Finding]:
         highest = max(highest, link.sequence)
     findings += [broken for link in ordered for broken in broken_link(link, first.get(link.sequence - 1))]
     missing = sorted(set(range(1, highest + 1)) - set(first))
-    findings += [Finding(sender, "gap", n, "", f"sequence {n} never seen") for n in missing]
+    findings += [Finding(sender, partition, "gap", n, "", f"sequence {n} never seen") for n in missing]
     return findings
 
 
@@ -127,11 +139,10 @@ def fork_or_reorder(earlier: Link | None, link: Link, highest: int) -> list[Find
     if earlier is not None:
         if None in (earlier.envelope_hash, link.envelope_hash) or earlier.envelope_hash == link.envelope_hash:
             return []
-        return [Finding(link.sender, "fork", link.sequence, link.position,
-                        f"sequence {link.sequence} also at {earlier.position} with another hash")]
+        detail = f"sequence {link.sequence} also at {earlier.position} with another hash"
+        return [finding(link, "fork", detail)]
     if link.sequence < highest:
-        return [Finding(link.sender, "reorder", link.sequence, link.position,
-                        f"sequence {link.sequence} after sequence {highest}")]
+        return [finding(link, "reorder", f"sequence {link.sequence} after sequence {highest}")]
     return []
 
 
@@ -143,22 +154,24 @@ def broken_link(link: Link, previous: Link | None) -> list[Finding]:
         expected = previous.envelope_hash if previous is not None else None
     if expected is None or (link.prev_hash or b"") == expected:
         return []
-    return [Finding(link.sender, "broken_link", link.sequence, link.position,
-                    f"prev_hash does not match the hash of sequence {link.sequence - 1}")]
+    detail = f"prev_hash does not match the hash of sequence {link.sequence - 1}"
+    return [finding(link, "broken_link", detail)]
 
 
 def check(partitions: Iterable[Sequence[Record]]) -> tuple[ChainStatus, ...]:
-    """The chain status of every sender, from audit records grouped by audit partition (read order)."""
+    """The status of every (sender, partition) chain, from audit records grouped by audit
+    partition (read order)."""
     links, order_findings = collect(partitions)
     result = []
-    for sender in sorted(links):
-        findings = [f for f in order_findings if f.sender == sender] + check_sender(sender, links[sender])
-        result.append(status_of(sender, links[sender], findings))
+    for key in sorted(links):
+        ordering = [f for f in order_findings if (f.sender, f.partition) == key]
+        findings = ordering + check_chain(key, links[key])
+        result.append(status_of(key, links[key], findings))
     return tuple(result)
 
 
-def status_of(sender: str, links: Sequence[Link], findings: Sequence[Finding]) -> ChainStatus:
+def status_of(key: ChainKey, links: Sequence[Link], findings: Sequence[Finding]) -> ChainStatus:
     kinds = {f.kind for f in findings}
     status = next((kind for kind in SEVERITY if kind in kinds), "ok")
     ordered = tuple(sorted(findings, key=lambda f: (f.sequence, SEVERITY.index(f.kind))))
-    return ChainStatus(sender, status, len(links), max(k.sequence for k in links), ordered)
+    return ChainStatus(key[0], key[1], status, len(links), max(k.sequence for k in links), ordered)

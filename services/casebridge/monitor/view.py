@@ -68,9 +68,14 @@ def sla_json(obligations: tuple[Obligation, ...]) -> list[dict[str, Any]]:
 
 
 def chain_json(c: ChainStatus) -> dict[str, Any]:
-    return {"sender": c.sender, "status": c.status, "links": c.links, "last_sequence": c.last_sequence,
+    return {"sender": c.sender, "partition": c.partition, "status": c.status, "links": c.links,
+            "last_sequence": c.last_sequence,
             "findings": [{"kind": x.kind, "sequence": x.sequence, "position": x.position, "detail": x.detail}
                          for x in c.findings[:LIST_LIMIT]]}
+
+
+def chain_labels(c: ChainStatus) -> dict[str, object]:
+    return {"sender": c.sender, "partition": c.partition}
 
 
 def label(value: object) -> str:
@@ -111,11 +116,10 @@ def metrics(f: Figures) -> str:
             for row in sla_json(f.obligations) for s in STATUSES]),
         *family("casebridge_quarantined_total", "counter", "Refused records per reason code.", [
             sample("casebridge_quarantined_total", {"code": code}, n) for code, n in f.quarantine.items()]),
-        *family("casebridge_chain_ok", "gauge", "1 when a sender's hash chain verifies.", [
-            sample("casebridge_chain_ok", {"sender": c.sender}, int(c.status == "ok")) for c in f.chains]),
-        *family("casebridge_chain_last_sequence", "gauge", "Highest sequence number per sender.", [
-            sample("casebridge_chain_last_sequence", {"sender": c.sender}, c.last_sequence)
-            for c in f.chains]),
+        *family("casebridge_chain_ok", "gauge", "1 when a sender's hash chain in a partition verifies.", [
+            sample("casebridge_chain_ok", chain_labels(c), int(c.status == "ok")) for c in f.chains]),
+        *family("casebridge_chain_last_sequence", "gauge", "Highest sequence number per chain.", [
+            sample("casebridge_chain_last_sequence", chain_labels(c), c.last_sequence) for c in f.chains]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -148,6 +152,6 @@ def summary(f: Figures) -> list[str]:
         *(f"SLA {row['agreement_id']}: reported {row['opened']}, open {row['open']}, met {row['met']}, "
           f"breached {row['breached']}, overdue {row['overdue']}" for row in sla_json(f.obligations)),
         "Quarantine: " + (" · ".join(f"{code} {n}" for code, n in f.quarantine.items()) or "none"),
-        f"Chains: {len(f.chains) - len(bad)} of {len(f.chains)} senders ok"
-        + "".join(f"; {c.sender} {c.status} at {c.findings[0].sequence}" for c in bad),
+        f"Chains (sender/partition): {len(f.chains) - len(bad)} of {len(f.chains)} ok"
+        + "".join(f"; {c.sender}/{c.partition} {c.status} at {c.findings[0].sequence}" for c in bad),
     ]

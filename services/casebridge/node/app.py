@@ -1,4 +1,4 @@
-"""A country node: faust app (inbox agent + outbox publisher) and the hub's HTTP API.
+"""A country node: its state and the hub's HTTP API (the Kafka side is ``casebridge.node.pump``).
 
 HTTP API (OpenAPI: ``deploy/openapi/node.yaml``): ``POST /events`` seals and queues an event,
 ``GET /events/{id}`` its status and receipts, ``GET /inbox`` the decrypted events addressed to
@@ -8,31 +8,26 @@ this participant (paged), ``POST /inbox/{id}/processed`` marks one handled (queu
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import faust
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 
 from casebridge.core import limits
 from casebridge.core.errors import CaseBridgeError, Malformed
 from casebridge.core.keys import Identity
-from casebridge.core.topics import IN_PREFIX, OUT_PREFIX
 from casebridge.node import auth, service, store, validate
+from casebridge.node.groupcommit import GroupCommit
 from casebridge.runtime import http
-from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.private import private_dir, private_file
-from casebridge.runtime.refresh import follow_directory, until_current
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
@@ -46,7 +41,8 @@ class Node:
     world: World
     me: Identity
     conn: sqlite3.Connection
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: threading.Event = field(default_factory=threading.Event)  # the publisher has work
+    group: GroupCommit | None = None  # POST /events commits through it when set
     clients: auth.ClientsFile = field(init=False)  # who may call the HTTP API
 
     def __post_init__(self) -> None:
@@ -61,94 +57,22 @@ def node_db(home: Path, participant: str) -> Path:
     return home / "nodes" / participant / "node.sqlite"
 
 
-def open_store(home: Path, participant: str) -> sqlite3.Connection:
+def open_store(home: Path, participant: str, partitions: int | None = None) -> sqlite3.Connection:
     """The participant's store, readable by this user only (home and folders 0700, files 0600)."""
     path = node_db(home, participant)
     private_dir(path.parent, root=home)
-    conn = store.connect(private_file(path))
+    conn = store.connect(private_file(path), partitions)
     for journal in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if journal.exists():
             private_file(journal)
     return conn
 
 
-def create_node(settings: Settings, world: World, participant: str, port: int) -> faust.App:
-    """The node's faust app: inbox agent, outbox publisher and HTTP API on 127.0.0.1:``port``."""
-    world = world.in_custody_of(participant)  # this node can sign as no one else
-    node = Node(settings, world, world.identity(participant), open_store(settings.home, participant))
-    app = create_app(settings, f"casebridge-node-{participant}")
-    inbox = raw_topic(app, f"{IN_PREFIX}{participant}")
-
-    async def receive(stream: Any) -> Any:
-        async for value in stream:
-            await until_current(node, "inbox")
-            outcome = service.receive(node.world, node.me, node.conn, value, datetime.now(UTC))
-            log.info(
-                "received",
-                participant=participant,
-                event_id=outcome.event_id,
-                outcome=outcome.outcome,
-                code=outcome.code,
-                event_type=outcome.header.event_type if outcome.header else None,
-            )
-            node.wake.set()
-            yield outcome.outcome
-
-    app.agent(inbox, name="inbox")(receive)
-    follow_directory(app, node)
-    lazy = LazyProducer(app, settings)
-    app.task(lambda: publish_forever(node, lazy))
-    app.task(lambda: serve_http(node, port))
-    return app
-
-
-async def publish_forever(node: Node, lazy: LazyProducer) -> None:
-    """Send queued envelopes in sequence order until the broker acknowledges each; retry forever."""
-    topic, backoff = f"{OUT_PREFIX}{node.participant}", 0.5
-    while True:
-        try:
-            await publish_queued(node, await lazy.get(), topic)
-            backoff = 0.5
-        except Exception as exc:  # the broker is away: keep everything queued and retry
-            log.warning("publish_retry", participant=node.participant, error=type(exc).__name__)
-            await lazy.reset()  # a new producer: the old one may be unusable for good
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
-            continue
-        with contextlib.suppress(TimeoutError):  # wake up at least twice a second
-            await asyncio.wait_for(node.wake.wait(), timeout=0.5)
-        node.wake.clear()
-
-
-async def publish_queued(node: Node, producer: AIOKafkaProducer, topic: str) -> None:
-    """Send a batch of queued envelopes without waiting for each acknowledgement, then mark the
-    acknowledged ones published (one transaction); a failed send leaves its row queued and is
-    raised, so the caller retries with a new producer. Order holds per partition: one idempotent
-    producer, so a record after a failed one in the same partition fails too."""
-    rows = store.queued(node.conn)
-    sends: list[asyncio.Future[Any]] = []
-    failure: BaseException | None = None
-    try:
-        for row in rows:
-            assert row.envelope is not None
-            sends.append(await producer.send(topic, row.envelope, key=row.case_ref.encode()))
-    except Exception as exc:  # could not even hand it to the producer: the rest wait
-        failure = exc
-    results = await asyncio.gather(*sends, return_exceptions=True)
-    done = [row for row, result in zip(rows, results, strict=False) if not isinstance(result, BaseException)]
-    store.mark_published_all(node.conn, [row.event_id for row in done], datetime.now(UTC))
-    for row in done:
-        log.info(
-            "published",
-            participant=node.participant,
-            event_id=row.event_id,
-            event_type=row.event_type,
-            case_ref=row.case_ref,
-            sequence=row.sequence,
-        )
-    failure = failure or next((r for r in results if isinstance(r, BaseException)), None)
-    if failure is not None:
-        raise failure
+async def submit_event(node: Node, doc: Mapping[str, Any]) -> service.Submitted:
+    """Seal and queue one event, durably, with the next group commit (or alone without one)."""
+    if node.group is None:
+        return service.submit(node.world, node.me, node.conn, doc, datetime.now(UTC))
+    return await node.group.submit(doc)
 
 
 async def serve_http(node: Node, port: int) -> None:
@@ -241,7 +165,7 @@ async def json_body(request: web.Request) -> Any:
 async def post_event(request: web.Request) -> web.Response:
     node: Node = request.app["node"]
     doc = validate.event_document(await json_body(request))
-    result = service.submit(node.world, node.me, node.conn, doc, datetime.now(UTC))
+    result = await submit_event(node, doc)
     node.wake.set()
     body = {
         "event_id": result.event_id,

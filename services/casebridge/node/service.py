@@ -3,19 +3,25 @@
 ``submit`` checks, routes, seals and queues an event from the hub's case system (the outbox row
 is written before anything is published); ``receive`` verifies and decrypts an inbound envelope,
 stores it once and queues the ``receipt.delivered``; receipts for our own events move their
-status forward. Everything refused is kept, with its code.
+status forward. Everything refused is kept, with its code. ``submit_many`` and ``receive_many``
+do the same for a batch in one transaction (one sync to disk for all of them).
+
+Each event goes to the partition of ``cb.out.<me>`` that its case reference hashes to
+(``topics.partition_for``, with the partition count the store was made for) and extends that
+partition's chain: sequence and ``prev_hash`` are
+those of the partition's chain head.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from casebridge.core import handover, jsonform, limits, sealing
+from casebridge.core import handover, jsonform, limits, sealing, topics
 from casebridge.core.errors import CaseBridgeError, Oversized, Replay, SchemaInvalid
 from casebridge.core.keys import Identity
 from casebridge.core.model import (
@@ -90,12 +96,16 @@ def case_state_of(conn: sqlite3.Connection, case_ref: str) -> CaseState:
     return CaseState(frozenset(saved.get("consent", ())), bool(saved.get("witness_hold", False)))
 
 
-def remember_flags(conn: sqlite3.Connection, header: Header) -> None:
+def remember_flags(conn: sqlite3.Connection, header: Header, known: CaseState | None = None) -> None:
     """Keep the case's consent and witness-hold flags that this header carries (the router keeps
-    its own table and decides; this is the node's view for its own pre-check)."""
-    state = apply_case_flags(case_state_of(conn, header.case_ref), header)
+    its own table and decides; this is the node's view for its own pre-check). ``known``: the
+    case's state as just read, if the caller has it; nothing is written when nothing changes."""
+    before = known if known is not None else case_state_of(conn, header.case_ref)
+    state = apply_case_flags(before, header)
     if header.event_type not in CONSENT_EVENTS and header.consent_scopes:
         state = CaseState(frozenset(header.consent_scopes), state.witness_hold)
+    if known is not None and state == known:
+        return
     store.save_case_state(
         conn, header.case_ref, {"consent": sorted(state.consent), "witness_hold": state.witness_hold}
     )
@@ -109,13 +119,37 @@ def submit(
         return queue_event(world, me, conn, doc, now)
 
 
+def submit_many(
+    world: World, me: Identity, conn: sqlite3.Connection, docs: Sequence[Mapping[str, Any]], now: datetime
+) -> list[Submitted | Exception]:
+    """``submit`` for each document, all in one transaction (a group commit): each gets its
+    outcome, or the exception ``submit`` would have raised (that document leaves nothing)."""
+    results: list[Submitted | Exception] = []
+    with store.transaction(conn):
+        for doc in docs:
+            conn.execute("SAVEPOINT one")
+            try:
+                results.append(queue_event(world, me, conn, doc, now))
+            except Exception as exc:  # handed back to its caller, as submit would raise it
+                conn.execute("ROLLBACK TO one")
+                results.append(exc)
+            conn.execute("RELEASE one")
+    return results
+
+
+def partition_of(case_ref: str, partitions: int) -> int:
+    """The partition of ``cb.out.<sender>`` (and so the chain) of an event of this case."""
+    return topics.partition_for(case_ref.encode(), partitions)
+
+
 def queue_event(
     world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
 ) -> Submitted:
     """``submit`` inside the caller's transaction."""
     case_ref = parse_event(doc)[1]
     known = case_state_of(conn, case_ref)
-    header = draft_header(me, doc, now, store.chain_head(conn), known)
+    partition = partition_of(case_ref, store.partition_count(conn))
+    header = draft_header(me, doc, now, store.chain_head(conn, partition), known)
     if store.outbox_row(conn, header.event_id) is not None:
         raise Replay(f"event id {header.event_id} is already used by an event of this node")
     decision = route(header, world.policy, world.directory, known, now)
@@ -143,9 +177,10 @@ def queue_event(
         envelope,
         "queued",
         None,
+        partition,
     )
     store.append_outbox(conn, row, sealing.envelope_hash(envelope), now)
-    remember_flags(conn, header)
+    remember_flags(conn, header, known)
     withheld = withheld_categories(doc.get("payload", {}), decision.grants)
     return Submitted(header.event_id, "queued", recipients=row.recipients, withheld=withheld)
 
@@ -165,8 +200,19 @@ def payload_values(world: World, event_type: str, payload: Mapping[str, Any]) ->
     if name is None:
         raise SchemaInvalid(f"no payload schema for {event_type}")
     document = world.schemas.documents[name]
-    result: dict[str, Any] = jsonform.from_json(document, payload, jsonform.collect_names(document, {}))
+    result: dict[str, Any] = jsonform.from_json(document, payload, names_of(document))
     return result
+
+
+_NAMES: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def names_of(document: Any) -> dict[str, Any]:
+    """``jsonform.collect_names`` of a payload schema, worked out once per schema document."""
+    cached = _NAMES.get(id(document))
+    if cached is None or cached[0] is not document:
+        cached = _NAMES[id(document)] = (document, jsonform.collect_names(document, {}))
+    return cached[1]
 
 
 def _with_agreement(header: Header, decision: Deliver) -> Header:
@@ -174,8 +220,27 @@ def _with_agreement(header: Header, decision: Deliver) -> Header:
     return Header(**{**header.__dict__, "agreement_id": first[0], "agreement_version": first[1]})
 
 
-def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime) -> Received:
-    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt."""
+def receive(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime
+) -> Received:
+    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt
+    (one transaction)."""
+    with store.transaction(conn):
+        return take_inbound(world, me, conn, data, now)
+
+
+def receive_many(
+    world: World, me: Identity, conn: sqlite3.Connection, values: Sequence[bytes], now: datetime
+) -> list[Received]:
+    """``receive`` for a batch of inbound envelopes, in one transaction."""
+    with store.transaction(conn):
+        return [take_inbound(world, me, conn, data, now) for data in values]
+
+
+def take_inbound(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime
+) -> Received:
+    """``receive`` inside the caller's transaction."""
     try:
         opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
         check_content(world, opened)
@@ -194,12 +259,11 @@ def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, n
             now,
         )
         return Received(header.event_id, "receipt", header=header)
-    with store.transaction(conn):  # stored and its receipt queued together, or neither
-        if not store.store_inbound(conn, inbound_record(opened), now):
-            return Received(header.event_id, "duplicate", header=header)
-        remember_flags(conn, header)
-        receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
-        queue_event(world, me, conn, receipt, now)
+    if not store.store_inbound(conn, inbound_record(opened), now):
+        return Received(header.event_id, "duplicate", header=header)
+    remember_flags(conn, header)
+    receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
+    queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)
 
 
@@ -256,7 +320,8 @@ def mark_processed(
             case_ref=record["case_ref"],
             to=(),
         )
-        return queue_event(world, me, conn, receipt_doc("receipt.processed", answered, b"", now), now)
+        receipt = receipt_doc("receipt.processed", answered, b"", now)
+        return queue_event(world, me, conn, receipt, now)
 
 
 def status_of(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """A node's durable store (SQLite): the outbox it publishes from, the inbox it stores into once.
 
-The outbox row is written, with the sender's chain position, in the same transaction that takes
-the next sequence number; the publisher sends queued rows in sequence order until the broker
-acknowledges them, so a broker outage loses nothing. The inbox's primary key is the event id:
+The sender's chain is one chain per partition of ``cb.out.<me>`` (the partition of the event's
+case reference): each outbox row is written, with its partition and its position in that
+partition's chain, in the same transaction that takes the partition's next sequence number; the
+publisher sends queued rows in the order they were written (so in sequence order per partition)
+until the broker acknowledges them, so a broker outage loses nothing. The inbox's primary key is the event id:
 a duplicate on the wire is stored once (``store_inbound`` says whether it was new).
 """
 
@@ -17,13 +19,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from casebridge.core.topics import DEFAULT_PARTITIONS
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS chain (
-    id INTEGER PRIMARY KEY CHECK (id = 1), last_sequence INTEGER NOT NULL, last_hash BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS layout (
+    id INTEGER PRIMARY KEY CHECK (id = 1), partitions INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS chains (
+    partition INTEGER PRIMARY KEY, last_sequence INTEGER NOT NULL, last_hash BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
-    event_id TEXT PRIMARY KEY, sequence INTEGER UNIQUE, case_ref TEXT NOT NULL,
+    event_id TEXT PRIMARY KEY, partition INTEGER, sequence INTEGER, case_ref TEXT NOT NULL,
     event_type TEXT NOT NULL, recipients TEXT NOT NULL, envelope BLOB, status TEXT NOT NULL,
-    reason TEXT, created_at TEXT NOT NULL, published_at TEXT);
+    reason TEXT, created_at TEXT NOT NULL, published_at TEXT, UNIQUE (partition, sequence));
+CREATE INDEX IF NOT EXISTS outbox_status ON outbox (status);
 CREATE TABLE IF NOT EXISTS receipts (
     event_id TEXT NOT NULL, kind TEXT NOT NULL, participant TEXT NOT NULL, reason TEXT,
     at TEXT NOT NULL, PRIMARY KEY (event_id, kind, participant));
@@ -48,17 +55,38 @@ class OutboxRow:
     envelope: bytes | None
     status: str  # queued, published, delivered, processed, rejected
     reason: str | None
+    partition: int  # of cb.out.<sender>; its chain holds ``sequence``
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) a node store; WAL so the API reads while the agent writes."""
+class StoreMismatch(RuntimeError):
+    """A store written with another chain layout than the one asked for."""
+
+
+def connect(path: Path, partitions: int | None = None) -> sqlite3.Connection:
+    """Open (creating if needed) a node store; WAL so the API reads while the pump writes, and
+    every commit synced to disk (``synchronous=FULL``): a commit is durable when it returns.
+
+    A new store keeps one chain per partition of ``partitions`` (default ``DEFAULT_PARTITIONS``);
+    an existing one keeps its own count, and ``StoreMismatch`` says when it is not ``partitions``
+    (a different count would move cases to other chains)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")  # the API, the submitter and the pump write in turn
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chain'").fetchone():
+        raise StoreMismatch(f"{path} keeps one chain per sender; this node keeps one per partition")
     conn.executescript(SCHEMA)
-    conn.execute("INSERT OR IGNORE INTO chain VALUES (1, 0, x'')")
+    conn.execute("INSERT OR IGNORE INTO layout VALUES (1, ?)", (partitions or DEFAULT_PARTITIONS,))
+    kept = partition_count(conn)
+    if partitions is not None and partitions != kept:
+        raise StoreMismatch(f"{path} keeps chains for {kept} partitions, not {partitions}")
     return conn
+
+
+def partition_count(conn: sqlite3.Connection) -> int:
+    """The number of partitions of ``cb.out.<me>`` this store keeps a chain for."""
+    return int(conn.execute("SELECT partitions FROM layout WHERE id = 1").fetchone()[0])
 
 
 @contextmanager
@@ -72,18 +100,22 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
-def chain_head(conn: sqlite3.Connection) -> tuple[int, bytes]:
-    """The last sequence number and envelope hash of this sender."""
-    row = conn.execute("SELECT last_sequence, last_hash FROM chain WHERE id = 1").fetchone()
-    return int(row[0]), bytes(row[1])
+def chain_head(conn: sqlite3.Connection, partition: int) -> tuple[int, bytes]:
+    """The last sequence number and envelope hash of this sender's chain in ``partition``
+    ((0, b"") before its first event)."""
+    row = conn.execute(
+        "SELECT last_sequence, last_hash FROM chains WHERE partition = ?", (partition,)
+    ).fetchone()
+    return (int(row[0]), bytes(row[1])) if row else (0, b"")
 
 
 def append_outbox(conn: sqlite3.Connection, row: OutboxRow, envelope_hash: bytes, now: datetime) -> None:
-    """Queue a sealed envelope and advance the chain; call inside ``transaction``."""
+    """Queue a sealed envelope and advance its partition's chain; call inside ``transaction``."""
     conn.execute(
-        "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
         (
             row.event_id,
+            row.partition,
             row.sequence,
             row.case_ref,
             row.event_type,
@@ -96,7 +128,7 @@ def append_outbox(conn: sqlite3.Connection, row: OutboxRow, envelope_hash: bytes
     )
     if row.envelope is not None:
         conn.execute(
-            "UPDATE chain SET last_sequence = ?, last_hash = ? WHERE id = 1", (row.sequence, envelope_hash)
+            "INSERT OR REPLACE INTO chains VALUES (?, ?, ?)", (row.partition, row.sequence, envelope_hash)
         )
 
 
@@ -105,19 +137,36 @@ def record_refusal(
 ) -> None:
     """Keep an event the node refused before sealing (nothing is dropped silently)."""
     conn.execute(
-        "INSERT OR IGNORE INTO outbox VALUES (?, NULL, ?, ?, '[]', NULL, 'rejected', ?, ?, NULL)",
+        "INSERT OR IGNORE INTO outbox VALUES (?, NULL, NULL, ?, ?, '[]', NULL, 'rejected', ?, ?, NULL)",
         (event_id, case_ref, event_type, code, now.isoformat()),
     )
 
 
+SELECT_ROW = (
+    "SELECT event_id, sequence, case_ref, event_type, recipients, envelope, status, reason, partition "
+    "FROM outbox "
+)
+
+
 def queued(conn: sqlite3.Connection, limit: int = 500) -> list[OutboxRow]:
-    """Envelopes not yet acknowledged by the broker, in sequence order."""
+    """Envelopes not yet acknowledged by the broker, in the order they were queued (so in
+    sequence order within each partition)."""
     rows = conn.execute(
-        "SELECT event_id, sequence, case_ref, event_type, recipients, envelope, status, reason "
-        "FROM outbox WHERE status = 'queued' ORDER BY sequence LIMIT ?",
+        SELECT_ROW + "WHERE status = 'queued' ORDER BY rowid LIMIT ?",
         (limit,),
     ).fetchall()
     return [_outbox_row(r) for r in rows]
+
+
+def queued_after(conn: sqlite3.Connection, after: int, limit: int) -> list[tuple[int, OutboxRow]]:
+    """``queued`` from the row after ``after`` (a rowid) on, each with its rowid: the publisher's
+    cursor over the queue."""
+    rows = conn.execute(
+        SELECT_ROW.replace("SELECT ", "SELECT rowid, ", 1)
+        + "WHERE status = 'queued' AND rowid > ? ORDER BY rowid LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [(int(r[0]), _outbox_row(r[1:])) for r in rows]
 
 
 def mark_published(conn: sqlite3.Connection, event_id: str, now: datetime) -> None:
@@ -131,16 +180,30 @@ def mark_published_all(conn: sqlite3.Connection, event_ids: list[str], now: date
     """``mark_published`` for many, in one transaction."""
     if not event_ids:
         return
-    with conn:
-        conn.execute("BEGIN")
-        for event_id in event_ids:
-            mark_published(conn, event_id, now)
+    with transaction(conn):
+        mark_published_many(conn, event_ids, now)
+
+
+def mark_published_many(conn: sqlite3.Connection, event_ids: list[str], now: datetime) -> None:
+    """``mark_published`` for many, inside the caller's transaction."""
+    conn.executemany(
+        "UPDATE outbox SET status = 'published', published_at = ? WHERE event_id = ? AND status = 'queued'",
+        [(now.isoformat(), event_id) for event_id in event_ids],
+    )
+
+
+def mark_oversized(conn: sqlite3.Connection, event_id: str) -> None:
+    """Take a queued envelope the broker refuses for its size out of the queue, for good."""
+    conn.execute(
+        "UPDATE outbox SET status = 'rejected', reason = 'oversized' "
+        "WHERE event_id = ? AND status = 'queued'",
+        (event_id,),
+    )
 
 
 def outbox_row(conn: sqlite3.Connection, event_id: str) -> OutboxRow | None:
     row = conn.execute(
-        "SELECT event_id, sequence, case_ref, event_type, recipients, envelope, status, reason "
-        "FROM outbox WHERE event_id = ?",
+        SELECT_ROW + "WHERE event_id = ?",
         (event_id,),
     ).fetchone()
     return _outbox_row(row) if row else None
@@ -156,6 +219,7 @@ def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
         bytes(row[5]) if row[5] is not None else None,
         row[6],
         row[7],
+        row[8] or 0,
     )
 
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import faust
+from typing import TYPE_CHECKING, Any, Protocol
 
 from casebridge.core.directory import verify_directory
 from casebridge.core.errors import CaseBridgeError
-from casebridge.runtime.kafka import raw_topic
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.world import World
+
+if TYPE_CHECKING:  # faust only for the faust apps' agent: the node follows on confluent-kafka
+    import faust
 
 DIRECTORY_TOPIC = "cb.directory"
 log = get_logger("casebridge.directory")
@@ -46,6 +46,7 @@ def apply_directory(world: World, data: bytes, now: datetime) -> World:
 
 def follow_directory(app: faust.App, holder: Holder) -> None:
     """Add the agent that applies every directory update published on ``cb.directory``."""
+    from casebridge.runtime.kafka import raw_topic
 
     async def refresh(stream: Any) -> Any:
         async for value in stream:

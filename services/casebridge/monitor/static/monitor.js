@@ -77,7 +77,7 @@ function draw(f) {
   fillTable("sla", f.sla.map((s) => [cell(s.agreement_id), cell(s.opened, "num"), cell(s.open, "num"),
     cell(s.met, "num"), cell(s.breached, "num"), cell(s.overdue, s.overdue ? "num bad" : "num")]));
   fillTable("quarantine", Object.entries(f.quarantine).map(([code, n]) => [cell(code), cell(n, "num")]));
-  fillTable("chains", f.chains.map((c) => [cell(c.sender), cell(c.status, c.status === "ok" ? "" : "bad"),
+  fillTable("chains", f.chains.map((c) => [cell(c.sender), cell(c.partition, "num"), cell(c.status, c.status === "ok" ? "" : "bad"),
     cell(c.links, "num"), cell(c.last_sequence, "num"),
     cell(c.findings.length ? `${c.findings[0].kind} at ${c.findings[0].sequence} ${c.findings[0].position}` : "")]));
 }
