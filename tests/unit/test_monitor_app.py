@@ -9,7 +9,6 @@ from structlog.testing import capture_logs
 from casebridge.core import avro
 from casebridge.monitor import app, audit, synthetic
 from casebridge.runtime.keystore import load_default_schemas
-from casebridge.runtime.settings import Settings
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SCHEMAS = load_default_schemas()
@@ -61,10 +60,3 @@ def test_figures_are_recomputed_on_new_records_or_after_a_second() -> None:
     assert app.figures_now(monitor, START + timedelta(seconds=2)) is not first
     app.take(monitor, SCHEMAS, 0, 1, values[1])
     assert app.figures_now(monitor, START + timedelta(seconds=2)).records == 2
-
-
-def test_the_monitor_app_follows_the_audit_topic() -> None:
-    """The faust app has one agent, over cb.audit."""
-    faust_app = app.create_monitor(Settings(), SCHEMAS, port=0)
-    agents = list(faust_app.agents.values())
-    assert [sorted(agent.channel.topics) for agent in agents] == [["cb.audit"]]

@@ -24,8 +24,6 @@ def register(sub: Any) -> None:
                      help="address to listen on (default $CASEBRIDGE_HTTP_HOST or 127.0.0.1)")
     run.add_argument("--bucket-seconds", type=int, default=60, help="width of a time bucket")
     run.add_argument("--topic", default=audit.AUDIT_TOPIC)
-    run.add_argument("--app-id", default="casebridge-monitor",
-                     help="faust app id and consumer group; give each monitor instance its own")
     run.set_defaults(func=cmd_monitor_run)
     group = sub.add_parser("audit", help="the audit stream").add_subparsers(dest="action", required=True)
     verify = group.add_parser("verify", help="check every sender's hash chain and sequence numbers")
@@ -41,18 +39,14 @@ def register(sub: Any) -> None:
 
 def cmd_monitor_run(args: argparse.Namespace) -> int:
     from casebridge.core import access
-    from casebridge.monitor.app import create_monitor
+    from casebridge.monitor import app
     from casebridge.runtime import preflight
-    from casebridge.runtime.worker import PromptWorker
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)
     preflight.check(settings, access.MONITOR, {args.topic: {"read", "describe"}})
-    app = create_monitor(settings, default_schemas(settings), args.port,
-                         timedelta(seconds=args.bucket_seconds), args.host or settings.http_host, args.topic,
-                         args.app_id)
-    PromptWorker(app, loglevel="warning", quiet=True).execute_from_commandline()
-    return 0
+    return app.run(settings, default_schemas(settings), args.port, timedelta(seconds=args.bucket_seconds),
+                   args.host or settings.http_host, args.topic)
 
 
 def load(args: argparse.Namespace) -> audit.AuditLog:

@@ -13,14 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import faust
-
 from casebridge.core import access
 from casebridge.node import auth, service, store, validate
 from casebridge.runtime.logging import configure_logging
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
-from casebridge.runtime.worker import PromptWorker
 from casebridge.runtime.world import World, bootstrap_network, load_world
 
 
@@ -86,17 +83,6 @@ def cmd_topics_sync(args: argparse.Namespace) -> int:
     specs = network_topics(world.directory.participants, settings.partitions)
     created = asyncio.run(sync_topics(settings, specs, replication))
     print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
-    return 0
-
-
-def run_worker(app: faust.App, settings: Settings, prompt_stop: bool = False) -> int:
-    """Run ``app``'s worker; with ``prompt_stop`` it exits within 5 s of SIGTERM, broker or not."""
-    configure_logging(settings.log_format, settings.log_level)
-    worker = (PromptWorker if prompt_stop else faust.Worker)(app, loglevel="warning", quiet=True)
-    # faust's progress spinner sets the root logger to DEBUG so that it turns on every record: each
-    # debug call of aiokafka and faust then built a LogRecord (7% of the router's CPU, py-spy)
-    worker.spinner = None
-    worker.execute_from_commandline()
     return 0
 
 

@@ -1,35 +1,35 @@
-"""``casebridge monitor run``: a faust app over ``cb.audit`` and the secretariat's web page.
+"""``casebridge monitor run``: a follower of ``cb.audit`` and the secretariat's web page.
 
 State: in-process, rebuilt from the topic at every start (the topic is the source of truth). A
-task reads ``cb.audit`` from the beginning with a group-less consumer up to the end offsets of
-the moment, while the agent follows the topic live in the ``casebridge-monitor`` group. Both
-store each decoded record under its audit position (partition, offset), so a record seen by both
-counts once, and the figures are recomputed from the records (at most once a second) when asked.
-No faust table: the figures are derived from the whole stream (percentiles, chain order), and a
-changelog would only copy ``cb.audit``.
+thread reads every partition of ``cb.audit`` from its beginning, committed records only, with a
+group-less consumer, and keeps going live; each decoded record is stored under its audit position
+(partition, offset), and the figures are recomputed from the records (at most once a second) when
+asked. No state table: the figures are derived from the whole stream (percentiles, chain order),
+and a changelog would only copy ``cb.audit``. Any number of monitors can run: none joins a group.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import faust
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from casebridge.core import avro
+from casebridge.core import access, avro
 from casebridge.core.errors import CaseBridgeError
 from casebridge.monitor import audit, figures
 from casebridge.monitor import web as monitor_web
-from casebridge.runtime import http
-from casebridge.runtime.kafka import create_app, raw_topic
+from casebridge.runtime import ckafka, http
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
 
 log = get_logger("casebridge.monitor")
-AUDIT_PARTITIONS = 3
 REFRESH = timedelta(seconds=1)
 
 
@@ -75,35 +75,48 @@ def figures_now(monitor: Monitor, now: datetime) -> figures.Figures:
     return monitor.cached
 
 
-def create_monitor(settings: Settings, schemas: avro.SchemaSet, port: int,
-                   bucket: timedelta = timedelta(minutes=1), host: str = "127.0.0.1",
-                   topic: str = audit.AUDIT_TOPIC, app_id: str = "casebridge-monitor") -> faust.App:
-    """The monitor's faust app: the live agent, the rebuild task and the web server.
+def follow_audit(settings: Settings, schemas: avro.SchemaSet, monitor: Monitor, topic: str,
+                 stop: threading.Event) -> threading.Thread:
+    """A thread that reads every partition of ``topic`` from its beginning (committed records, no
+    group, nothing committed: the monitor rebuilds at every start) and keeps each record."""
 
-    ``app_id`` is the agent's consumer group: two monitors with one id would split the partitions
-    between them, so a second instance needs its own.
-    """
-    app = create_app(settings, app_id, topic_partitions=AUDIT_PARTITIONS)
-    monitor = Monitor(bucket)
+    def run() -> None:
+        reader = ckafka.consumer(settings, f"{access.app_id(access.MONITOR)}-reader")
+        try:
+            parts = reader.list_topics(topic, timeout=30).topics[topic].partitions
+            reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)])
+            log.info("monitor_following", topic=topic, partitions=len(parts))
+            while not stop.is_set():
+                for m in reader.consume(1000, 0.5):
+                    if m.error() is None and m.value() is not None:
+                        take(monitor, schemas, m.partition(), m.offset(), m.value())
+        finally:
+            reader.close()
 
-    async def watch(stream: Any) -> Any:
-        async for event in stream.events():
-            take(monitor, schemas, event.message.partition, event.message.offset, event.value)
-            yield None
-
-    app.agent(raw_topic(app, topic), name="audit")(watch)
-    app.task(lambda: rebuild(monitor, settings, schemas, topic))
-    app.task(lambda: serve_http(monitor, host, port, http.server_tls(settings)))
-    return app
+    thread = threading.Thread(target=run, name="monitor-audit", daemon=True)
+    thread.start()
+    return thread
 
 
-async def rebuild(monitor: Monitor, settings: Settings, schemas: avro.SchemaSet,
-                  topic: str = audit.AUDIT_TOPIC) -> None:
-    """Read the audit topic from its beginning up to now into the monitor's records."""
-    messages = await audit.snapshot(settings, topic)
-    for partition, offset, value in messages:
-        take(monitor, schemas, partition, offset, value)
-    log.info("monitor_rebuilt", records=len(messages), undecodable=monitor.undecodable)
+def run(settings: Settings, schemas: avro.SchemaSet, port: int, bucket: timedelta = timedelta(minutes=1),
+        host: str = "127.0.0.1", topic: str = audit.AUDIT_TOPIC) -> int:
+    """``casebridge monitor run``: follow the audit topic and serve the page until SIGTERM / SIGINT."""
+    monitor, stop = Monitor(bucket), threading.Event()
+
+    async def serve() -> None:
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, done.set)
+        follower = follow_audit(settings, schemas, monitor, topic, stop)
+        web_task = asyncio.create_task(serve_http(monitor, host, port, http.server_tls(settings)))
+        await done.wait()
+        stop.set()
+        web_task.cancel()
+        follower.join(3)
+
+    asyncio.run(serve())
+    log.info("monitor_stopped")
+    return 0
 
 
 async def figures_from_topic(settings: Settings, schemas: avro.SchemaSet, now: datetime,
