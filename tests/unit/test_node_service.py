@@ -367,7 +367,7 @@ def test_inbox_page_pages_received_events(world: World, tmp_path: Path) -> None:
     cursor = ""
     while page := store.inbox_page(conn, cursor, limit=2):
         pages.append([r["event_id"] for r in page])
-        cursor = f"{page[-1]['received_at']}|{page[-1]['event_id']}"
+        cursor = store.page_cursor(page) or ""
     assert pages == [ids[0:2], ids[2:4], ids[4:5]]
 
 

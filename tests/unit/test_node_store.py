@@ -229,7 +229,8 @@ def test_mark_processed_once(tmp_path: Path) -> None:
 
 
 def test_inbox_page_walks_with_the_cursor(tmp_path: Path) -> None:
-    """Pages follow arrival order (then event id) and the last row's cursor continues exactly."""
+    """Pages follow arrival order (the order stored, also within one received_at) and the last
+    row's cursor continues exactly; a cursor that is not one gives an empty page."""
     conn = open_store(tmp_path)
     arrivals = [("e3", 0), ("e1", 0), ("e2", 5), ("e0", 9), ("e9", 9), ("e5", 12)]
     for event_id, seconds in arrivals:
@@ -239,8 +240,9 @@ def test_inbox_page_walks_with_the_cursor(tmp_path: Path) -> None:
     while page := store.inbox_page(conn, cursor, limit=2):
         assert len(page) <= 2
         seen += [r["event_id"] for r in page]
-        cursor = f"{page[-1]['received_at']}|{page[-1]['event_id']}"
-    assert seen == ["e1", "e3", "e2", "e0", "e9", "e5"]
+        cursor = store.page_cursor(page) or ""
+    assert seen == ["e3", "e1", "e2", "e0", "e9", "e5"]
+    assert store.inbox_page(conn, "2026-01-01|e1") == []
     assert store.inbox_page(conn)[0]["received_at"] == NOW.isoformat()
 
 

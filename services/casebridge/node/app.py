@@ -189,7 +189,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     limit = validate.page_limit(request.query.get("limit"))
     after = validate.page_cursor(request.query.get("after"))
     page = store.inbox_page(request.app["node"].conn, after, limit)
-    cursor = f"{page[-1]['received_at']}|{page[-1]['event_id']}" if page else None
+    cursor = store.page_cursor(page)
     return web.json_response({"events": page, "next": cursor})
 
 

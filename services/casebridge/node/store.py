@@ -278,13 +278,23 @@ def mark_processed(conn: sqlite3.Connection, event_id: str, now: datetime) -> bo
 
 
 def inbox_page(conn: sqlite3.Connection, after: str = "", limit: int = 50) -> list[dict[str, Any]]:
-    """Inbox events in arrival order, after the given ``received_at|event_id`` cursor."""
+    """Inbox events in arrival order (``arrival``: the order they were stored in, also within one
+    batch that shares a ``received_at``), after the cursor ``page_cursor`` gave; a cursor that is
+    not one gives an empty page."""
+    start = int(after) if after.isdigit() else (0 if after == "" else None)
+    if start is None:
+        return []
     rows = conn.execute(
-        "SELECT record, received_at, processed_at FROM inbox WHERE received_at || '|' || event_id > ? "
-        "ORDER BY received_at, event_id LIMIT ?",
-        (after, limit),
+        "SELECT rowid, record, received_at, processed_at FROM inbox WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (start, limit),
     ).fetchall()
-    return [{**json.loads(r), "received_at": at, "processed_at": done} for r, at, done in rows]
+    return [{**json.loads(r), "arrival": n, "received_at": at, "processed_at": done}
+            for n, r, at, done in rows]
+
+
+def page_cursor(page: list[dict[str, Any]]) -> str | None:
+    """The cursor that continues after ``page`` (None after an empty one)."""
+    return str(page[-1]["arrival"]) if page else None
 
 
 def inbox_record(conn: sqlite3.Connection, event_id: str) -> dict[str, Any] | None:
