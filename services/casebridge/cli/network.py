@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 
+from casebridge.cli import protection
 from casebridge.core import access
 from casebridge.node import service, store
 from casebridge.runtime.logging import configure_logging
@@ -47,6 +48,7 @@ def register(sub: Any) -> None:
     )
     track.set_defaults(func=cmd_deadlines_run)
     node = sub.add_parser("node", help="a country node").add_subparsers(dest="action", required=True)
+    protection.register_node(node)  # node shred | retention (cli/protection.py)
     run = node.add_parser("run", help="run a node worker with its HTTP API")
     run.add_argument("--as", dest="participant", required=True)
     run.add_argument("--port", type=int, default=8080)

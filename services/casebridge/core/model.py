@@ -65,6 +65,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "referral.done",
     "referral.revoked",
     "case.closed",
+    "case.shredded",
     "deadline.approaching",
     "sla.breached",
     "receipt.delivered",

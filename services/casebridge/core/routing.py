@@ -21,6 +21,8 @@ from casebridge.core.model import REGION, CaseState, Directory, Header, Particip
 
 RECEIPTS = frozenset({"receipt.delivered", "receipt.processed", "receipt.rejected"})
 TRACKER_EVENTS = frozenset({"deadline.approaching", "sla.breached"})
+AUDIT_NOTICES = frozenset({"case.shredded"})
+"""Metadata-only notices to the secretariat's audit trail (a node shredded a case)."""
 DOMESTIC_EVENTS = frozenset({"consent.recorded", "consent.withdrawn", "identification.decided"})
 """Case-state events that never leave the sender's country: the router learns the consent flags
 from their clear header, the country's own focal points get the operational metadata."""
@@ -222,7 +224,8 @@ def _decide(header: Header, policy: Policy, directory: Directory, case_state: Ca
     sender = directory.participants.get(header.sender)
     if sender is None:
         return Reject("unknown_sender", f"{header.sender} is not in the directory")
-    if header.event_type in RECEIPTS or header.event_type in TRACKER_EVENTS:
+    if header.event_type in RECEIPTS or header.event_type in TRACKER_EVENTS \
+            or header.event_type in AUDIT_NOTICES:
         return _route_builtin(header, sender, directory)
     if header.event_type in DOMESTIC_EVENTS:
         return _route_domestic(header, sender, directory)
@@ -389,7 +392,8 @@ def _route_builtin(header: Header, sender: Participant, directory: Directory) ->
     grants: dict[str, frozenset[str]] = {}
     refused: list[Refusal] = []
     targets = list(header.to)
-    if header.event_type in TRACKER_EVENTS and SECRETARIAT not in targets:
+    if (header.event_type in TRACKER_EVENTS or header.event_type in AUDIT_NOTICES) \
+            and SECRETARIAT not in targets:
         targets.append(SECRETARIAT)
     for target in targets:
         if target in directory.participants and target != sender.id:

@@ -23,7 +23,8 @@ from aiokafka import AIOKafkaProducer
 from casebridge.core.errors import CaseBridgeError
 from casebridge.core.keys import Identity
 from casebridge.core.relay import IN_PREFIX, OUT_PREFIX
-from casebridge.node import service, store
+from casebridge.node import protection_api, service, store
+from casebridge.node.vault import Vault
 from casebridge.runtime.kafka import LazyProducer, create_app, raw_topic
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.refresh import follow_directory, until_current
@@ -40,6 +41,7 @@ class Node:
     me: Identity
     conn: sqlite3.Connection
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    vault: Vault | None = None  # at-rest keys: what the node decrypted is stored encrypted
 
     @property
     def participant(self) -> str:
@@ -55,13 +57,15 @@ def create_node(settings: Settings, world: World, participant: str, port: int) -
     node = Node(
         settings, world, world.identity(participant), store.connect(node_db(settings.home, participant))
     )
+    node.vault = protection_api.open_node_vault(
+        settings, node.conn, node_db(settings.home, participant).parent)
     app = create_app(settings, f"casebridge-node-{participant}")
     inbox = raw_topic(app, f"{IN_PREFIX}{participant}")
 
     async def receive(stream: Any) -> Any:
         async for value in stream:
             await until_current(node, "inbox")
-            outcome = service.receive(node.world, node.me, node.conn, value, datetime.now(UTC))
+            outcome = service.receive(node.world, node.me, node.conn, value, datetime.now(UTC), node.vault)
             log.info(
                 "received",
                 participant=participant,
@@ -148,6 +152,7 @@ def http_app(node: Node) -> web.Application:
             web.get("/inbox", get_inbox),
             web.post("/inbox/{id}/processed", post_processed),
             web.get("/health", health),
+            *protection_api.routes(),
         ]
     )
     return api
@@ -182,7 +187,8 @@ async def get_event(request: web.Request) -> web.Response:
 
 async def get_inbox(request: web.Request) -> web.Response:
     limit = min(int(request.query.get("limit", "50")), 500)
-    page = store.inbox_page(request.app["node"].conn, request.query.get("after", ""), limit)
+    page = protection_api.readable(request.app["node"], store.inbox_page(
+        request.app["node"].conn, request.query.get("after", ""), limit))
     cursor = f"{page[-1]['received_at']}|{page[-1]['event_id']}" if page else None
     return web.json_response({"events": page, "next": cursor})
 

@@ -28,6 +28,7 @@ from casebridge.core.model import (
 )
 from casebridge.core.routing import Deliver, route
 from casebridge.node import store
+from casebridge.node.vault import Vault, protect
 from casebridge.runtime.world import World
 
 CONSENT_EVENTS = frozenset({"consent.recorded", "consent.withdrawn"})
@@ -174,8 +175,13 @@ def _with_agreement(header: Header, decision: Deliver) -> Header:
     return Header(**{**header.__dict__, "agreement_id": first[0], "agreement_version": first[1]})
 
 
-def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime) -> Received:
-    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt."""
+def receive(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
+    vault: Vault | None = None,
+) -> Received:
+    """Verify and decrypt (end to end: the router is not trusted), store once (encrypted at rest
+    under the case's data keys when a ``vault`` is given, as the node app always does), queue the
+    receipt."""
     try:
         opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
         check_content(world, opened)
@@ -195,7 +201,8 @@ def receive(world: World, me: Identity, conn: sqlite3.Connection, data: bytes, n
         )
         return Received(header.event_id, "receipt", header=header)
     with store.transaction(conn):  # stored and its receipt queued together, or neither
-        if not store.store_inbound(conn, inbound_record(opened), now):
+        record = inbound_record(opened)
+        if not store.store_inbound(conn, protect(vault, conn, record) if vault else record, now):
             return Received(header.event_id, "duplicate", header=header)
         remember_flags(conn, header)
         receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)

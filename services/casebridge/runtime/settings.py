@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from casebridge.core.topics import DEFAULT_PARTITIONS
+from casebridge.core.vault import VaultError, parse_master_key
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """The source tree (``services/casebridge/runtime`` is three levels below it)."""
@@ -33,6 +35,7 @@ class Settings:
     stall_seconds: float = 60.0  # records waiting and none handled this long: the worker exits
     instance_id: str = ""  # static group membership: a restarted worker takes its place back
     partitions: int = DEFAULT_PARTITIONS  # of every cb.out.* / cb.in.* topic and the router's state
+    master_key: bytes = field(default=b"", repr=False)  # a node's at-rest master key; never printed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -54,6 +57,7 @@ class Settings:
             stall_seconds=float(env.get("CASEBRIDGE_STALL_SECONDS", base.stall_seconds)),
             instance_id=env.get("CASEBRIDGE_INSTANCE_ID", ""),
             partitions=int(env.get("CASEBRIDGE_PARTITIONS", base.partitions)),
+            master_key=master_key_from(env),
         )
 
     @property
@@ -97,3 +101,21 @@ class Settings:
     @property
     def broker_dir(self) -> Path:
         return self.home / "broker"
+
+
+def master_key_from(env: Mapping[str, str]) -> bytes:
+    """``CASEBRIDGE_MASTER_KEY`` (base64 or hex), else the 0600 ``CASEBRIDGE_MASTER_KEY_FILE``, else
+    b"" (a node then uses the generated key file in its own folder)."""
+    if env.get("CASEBRIDGE_MASTER_KEY"):
+        return parse_master_key(env["CASEBRIDGE_MASTER_KEY"])
+    if env.get("CASEBRIDGE_MASTER_KEY_FILE"):
+        return read_key_file(Path(env["CASEBRIDGE_MASTER_KEY_FILE"]))
+    return b""
+
+
+def read_key_file(path: Path) -> bytes:
+    """A master key file, refused unless only its owner may read it (mode 0600 or stricter)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise VaultError(f"{path} must be readable by its owner only (mode {mode:o}, want 600)")
+    return parse_master_key(path.read_text())

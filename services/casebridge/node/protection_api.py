@@ -1,0 +1,60 @@
+"""The node API's protection routes (registered by ``node.app.http_app``).
+
+``GET /records/{id}``: one stored record, decrypted, with its handling code (and H3 conditions);
+``410 Gone`` with its metadata only once its case was shredded. ``POST /cases/{case}/shred``
+with ``{"reason": <code>}`` shreds a case (``casebridge node shred`` does the same).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from casebridge.core.errors import CaseBridgeError
+from casebridge.node import protection
+from casebridge.node.vault import Vault
+from casebridge.runtime.settings import Settings
+
+STATUS = {"found": 200, "shredded": 410, "missing": 404}
+
+
+def open_node_vault(settings: Settings, conn: sqlite3.Connection, folder: Path) -> Vault:
+    return protection.open_node_vault(settings, conn, folder)
+
+
+def readable(node: Any, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Inbox records as the API shows them: decrypted, with their handling."""
+    return [protection.readable(node.vault, node.conn, record) for record in page]
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/records/{id}", get_record), web.post("/cases/{case}/shred", post_shred)]
+
+
+async def get_record(request: web.Request) -> web.Response:
+    node = request.app["node"]
+    read = protection.read_record(node.vault, node.conn, request.match_info["id"])
+    return web.json_response(read.body, status=STATUS[read.outcome])
+
+
+async def post_shred(request: web.Request) -> web.Response:
+    node = request.app["node"]
+    if node.vault is None:
+        return web.json_response({"code": "not_configured", "why": "no vault"}, status=409)
+    try:
+        doc = await request.json()
+        result, notice = protection.shred_case(node.world, node.me, node.conn, node.vault,
+                                               request.match_info["case"], str(doc.get("reason")),
+                                               datetime.now(UTC))
+    except CaseBridgeError as exc:
+        return web.json_response({"code": exc.code, "why": exc.why}, status=400)
+    except ValueError as exc:
+        return web.json_response({"code": "malformed", "why": str(exc)}, status=400)
+    node.wake.set()
+    return web.json_response({"case_ref": result.case_ref, "reason": result.reason,
+                              "records": result.records, "keys": result.keys,
+                              "notice_event_id": notice.event_id, "notice_status": notice.status})
