@@ -1,4 +1,4 @@
-"""``casebridge node shred|retention``: crypto-shredding on a node's own store.
+"""``casebridge node shred|retention|forward|permit``: protection on a node's own store.
 
 Both work on the node's SQLite files directly (as ``node submit`` does); a running node publishes
 the queued ``case.shredded`` notice with the rest of its outbox.
@@ -33,6 +33,17 @@ def register_node(node: Any) -> None:
     keep.add_argument("--as", dest="participant", required=True)
     keep.add_argument("--classes", type=Path, default=RETENTION, help="retention classes (YAML)")
     keep.set_defaults(func=cmd_node_retention)
+    fwd = node.add_parser("forward", help="pass a received record on (H2 needs the provider's permission)")
+    fwd.add_argument("event_id")
+    fwd.add_argument("--as", dest="participant", required=True)
+    fwd.add_argument("--to", action="append", required=True, help="an addressee (repeat for more)")
+    fwd.set_defaults(func=cmd_node_forward)
+    permit = node.add_parser("permit", help="as its provider, let a recipient forward one of our events")
+    permit.add_argument("event_id")
+    permit.add_argument("--as", dest="participant", required=True)
+    permit.add_argument("--forwarder", required=True, help="the participant that received it")
+    permit.add_argument("--to", action="append", required=True, help="a permitted addressee (repeat)")
+    permit.set_defaults(func=cmd_node_permit)
 
 
 def opened(settings: Settings, participant: str) -> tuple[Any, Any]:
@@ -62,3 +73,27 @@ def cmd_node_retention(args: argparse.Namespace) -> int:
     done = protection.apply_retention(v, conn, classes, datetime.now(UTC))
     print(json.dumps({"expired": done}))
     return 0
+
+
+def show(result: Any) -> int:
+    if result is None:
+        print(json.dumps({"code": "not_found"}))
+        return 1
+    print(json.dumps(result.__dict__, default=list))
+    return 0 if result.status == "queued" else 1
+
+
+def cmd_node_forward(args: argparse.Namespace) -> int:
+    settings, now = Settings.from_env(), datetime.now(UTC)
+    world = load_world(settings.home, now)
+    conn, v = opened(settings, args.participant)
+    return show(protection.request_forward(world, world.identity(args.participant), conn, v,
+                                           args.event_id, args.to, now))
+
+
+def cmd_node_permit(args: argparse.Namespace) -> int:
+    settings, now = Settings.from_env(), datetime.now(UTC)
+    world = load_world(settings.home, now)
+    conn, _ = opened(settings, args.participant)
+    return show(protection.grant_permission(world, world.identity(args.participant), conn,
+                                            args.event_id, args.forwarder, args.to, now))

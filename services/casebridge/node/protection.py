@@ -8,12 +8,16 @@ notice to the secretariat (it reaches the audit trail through the router like ev
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from casebridge.core import handling
 from casebridge.core import vault as vault_core
 from casebridge.core.keys import Identity
 from casebridge.node import service, store, vault
@@ -22,6 +26,7 @@ from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
 
 SECRETARIAT = "REG.SECRETARIAT"
+PERMISSION_EVENT = "handling.permission_granted"
 HANDLING_MEANING = {
     "H0": "free to use within the purpose of the agreement",
     "H1": "not to be used as evidence without the provider's permission",
@@ -103,3 +108,79 @@ def store_closed_cases(conn: sqlite3.Connection) -> list[tuple[str, datetime, st
         "SELECT case_ref, json_extract(record, '$.created_at'), json_extract(record, '$.agreement_id') "
         "FROM inbox WHERE event_type = 'case.closed'").fetchall()
     return [(case_ref, datetime.fromisoformat(at), agreement) for case_ref, at, agreement in rows]
+
+
+def grant_permission(
+    world: World, me: Identity, conn: sqlite3.Connection, event_id: str, forwarder: str,
+    onward_to: list[str], now: datetime,
+) -> service.Submitted | None:
+    """As the provider of ``event_id``: let ``forwarder`` (a recipient of it) pass it on to exactly
+    ``onward_to``; queues the signed ``handling.permission_granted`` to it. None: not our event."""
+    row = store.outbox_row(conn, event_id)
+    if row is None or row.envelope is None:
+        return None
+    if forwarder not in row.recipients:
+        raise handling.HandlingRestricted(f"{forwarder} did not receive {event_id}: nothing to permit")
+    permit = handling.grant(me, row.case_ref, event_id, forwarder, onward_to)
+    operational = {"for_event_id": event_id, "forwarder": forwarder, "onward_to": sorted(onward_to),
+                   "key_id": permit.key_id, "signature": base64.b64encode(permit.signature).decode(),
+                   "granted_at": now.isoformat()}
+    doc = {"event_type": PERMISSION_EVENT, "case_ref": row.case_ref, "to": [forwarder],
+           "correlation_id": event_id, "handling_code": "H0", "payload": {"operational": operational}}
+    return service.submit(world, me, conn, doc, now)
+
+
+def permission_for(
+    v: Vault | None, conn: sqlite3.Connection, record: dict[str, Any], forwarder: str, to: list[str]
+) -> handling.Permission | None:
+    """The provider's permission, received in a ``handling.permission_granted``, to forward
+    ``record`` to exactly ``to``; None if it never came."""
+    rows = conn.execute("SELECT record FROM inbox WHERE event_type = ? AND correlation_id = ? AND sender = ?",
+                        (PERMISSION_EVENT, record["event_id"], record["sender"])).fetchall()
+    for (text,) in rows:
+        granted = readable(v, conn, json.loads(text)).get("payload", {}).get("operational") or {}
+        if granted.get("forwarder") == forwarder and sorted(granted.get("onward_to", [])) == sorted(to):
+            signature = base64.b64decode(granted["signature"])
+            return handling.Permission(record["sender"], granted["key_id"], signature)
+    return None
+
+
+def request_forward(
+    world: World, me: Identity, conn: sqlite3.Connection, v: Vault | None, event_id: str,
+    to: list[str], now: datetime,
+) -> service.Submitted | None:
+    """Pass a received record on to ``to``: refused (``handling_restricted``, kept in the outbox)
+    when its handling code needs the provider's permission and none covers this forward, or when
+    it was shredded or restricted. None: no such record."""
+    read = read_record(v, conn, event_id)
+    if read.outcome == "missing":
+        return None
+    record = read.body
+    permit = permission_for(v, conn, record, me.participant, to)
+    why = forward_refusal(read, permit)
+    if why is not None:
+        refused = str(uuid.uuid4())
+        with store.transaction(conn):
+            store.record_refusal(conn, refused, record["case_ref"], record["event_type"],
+                                 "handling_restricted", now)
+        return service.Submitted(refused, "rejected", "handling_restricted", why)
+    doc = {"event_type": record["event_type"], "case_ref": record["case_ref"], "to": to,
+           "handling_code": record["handling"]["code"],
+           "handling_conditions": record.get("handling_conditions"), "forward_of": event_id,
+           "payload": record.get("payload") or {}}
+    if permit is not None:
+        doc |= {"permitted_by": permit.provider, "permit_key_id": permit.key_id,
+                "permit_signature": permit.signature}
+    return service.submit(world, me, conn, doc, now)
+
+
+def forward_refusal(read: Read, permit: handling.Permission | None) -> str | None:
+    record = read.body
+    if read.outcome == "shredded":
+        return "the record's case was shredded"
+    if record.get("restricted"):
+        return "the record is restricted (consent withdrawn): it is never forwarded"
+    code = record["handling"]["code"]
+    if code in handling.NEEDS_PERMISSION and permit is None:
+        return f"{code}: no onward sharing without the provider's permission ({record['sender']})"
+    return None

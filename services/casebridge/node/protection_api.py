@@ -3,6 +3,9 @@
 ``GET /records/{id}``: one stored record, decrypted, with its handling code (and H3 conditions);
 ``410 Gone`` with its metadata only once its case was shredded. ``POST /cases/{case}/shred``
 with ``{"reason": <code>}`` shreds a case (``casebridge node shred`` does the same).
+``POST /records/{id}/forward`` with ``{"to": [...]}`` passes a received record on (refused
+``handling_restricted`` for H2 without the provider's permission); ``POST /events/{id}/permissions``
+with ``{"forwarder": P, "to": [...]}`` is the provider granting that permission.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ def readable(node: Any, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def routes() -> list[web.RouteDef]:
-    return [web.get("/records/{id}", get_record), web.post("/cases/{case}/shred", post_shred)]
+    return [web.get("/records/{id}", get_record), web.post("/cases/{case}/shred", post_shred),
+            web.post("/records/{id}/forward", post_forward),
+            web.post("/events/{id}/permissions", post_permission)]
 
 
 async def get_record(request: web.Request) -> web.Response:
@@ -58,3 +63,48 @@ async def post_shred(request: web.Request) -> web.Response:
     return web.json_response({"case_ref": result.case_ref, "reason": result.reason,
                               "records": result.records, "keys": result.keys,
                               "notice_event_id": notice.event_id, "notice_status": notice.status})
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    doc = await request.json()
+    if not isinstance(doc, dict) or not isinstance(doc.get("to"), list) or not all(
+            isinstance(x, str) for x in doc["to"]):
+        raise ValueError("the body must be an object with a list of addressees in 'to'")
+    return doc
+
+
+def submitted(result: Any) -> web.Response:
+    if result is None:
+        return web.json_response({"code": "not_found"}, status=404)
+    body = {"event_id": result.event_id, "status": result.status, "code": result.code,
+            "why": result.why, "recipients": list(result.recipients)}
+    return web.json_response(body, status=202 if result.status == "queued" else 422)
+
+
+async def post_forward(request: web.Request) -> web.Response:
+    node = request.app["node"]
+    try:
+        doc = await json_body(request)
+        result = protection.request_forward(node.world, node.me, node.conn, node.vault,
+                                            request.match_info["id"], doc["to"], datetime.now(UTC))
+    except CaseBridgeError as exc:
+        return web.json_response({"code": exc.code, "why": exc.why}, status=400)
+    except ValueError as exc:
+        return web.json_response({"code": "malformed", "why": str(exc)}, status=400)
+    node.wake.set()
+    return submitted(result)
+
+
+async def post_permission(request: web.Request) -> web.Response:
+    node = request.app["node"]
+    try:
+        doc = await json_body(request)
+        result = protection.grant_permission(node.world, node.me, node.conn, request.match_info["id"],
+                                             str(doc.get("forwarder")), doc["to"], datetime.now(UTC))
+    except CaseBridgeError as exc:
+        status = 403 if exc.code == "handling_restricted" else 400
+        return web.json_response({"code": exc.code, "why": exc.why}, status=status)
+    except ValueError as exc:
+        return web.json_response({"code": "malformed", "why": str(exc)}, status=400)
+    node.wake.set()
+    return submitted(result)

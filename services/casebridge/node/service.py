@@ -98,7 +98,15 @@ def draft_header(
         prev_hash=head[1],
         consent_scopes=tuple(scopes),
         witness_hold=doc.get("witness_hold"),
+        **forward_fields(doc),
     )
+
+
+def forward_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """H3 conditions and, on a forward (``protection.request_forward``), the provider's permission."""
+    fields = {k: doc.get(k) for k in ("handling_conditions", "forward_of", "permitted_by", "permit_key_id")}
+    signature = doc.get("permit_signature", b"")  # bytes: set by the node, never from JSON
+    return {**fields, "permit_signature": signature if isinstance(signature, bytes) else b""}
 
 
 def case_state_of(conn: sqlite3.Connection, case_ref: str) -> CaseState:
@@ -227,6 +235,8 @@ def inbound_record(opened: sealing.OpenedEvent) -> dict[str, Any]:
         "correlation_id": h.correlation_id,
         "created_at": h.created_at.isoformat(),
         "handling_code": h.handling_code,
+        "handling_conditions": h.handling_conditions,
+        "forward_of": h.forward_of,
         "agreement_id": h.agreement_id,
         "categories": list(opened.categories),
         "payload": jsonform.to_json(opened.payload),

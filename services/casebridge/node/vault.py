@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS shredded (
     case_ref TEXT PRIMARY KEY, reason TEXT NOT NULL, at TEXT NOT NULL, records INTEGER NOT NULL);
 """
 METADATA = ("event_id", "event_type", "sender", "case_ref", "correlation_id", "created_at",
-            "handling_code", "agreement_id", "categories")
+            "handling_code", "handling_conditions", "forward_of", "agreement_id", "categories")
 """What a stored record keeps in clear (no personal data): the rest is encrypted."""
 
 
