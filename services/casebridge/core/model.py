@@ -67,6 +67,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "case.closed",
     "case.shredded",
     "handling.permission_granted",
+    "consent.withdrawal_notified",
     "deadline.approaching",
     "sla.breached",
     "receipt.delivered",

@@ -24,7 +24,7 @@ RECEIPTS = frozenset({"receipt.delivered", "receipt.processed", "receipt.rejecte
 TRACKER_EVENTS = frozenset({"deadline.approaching", "sla.breached"})
 AUDIT_NOTICES = frozenset({"case.shredded"})
 """Metadata-only notices to the secretariat's audit trail (a node shredded a case)."""
-PROVIDER_NOTICES = frozenset({"handling.permission_granted"})
+PROVIDER_NOTICES = frozenset({"handling.permission_granted", "consent.withdrawal_notified"})
 """Metadata-only notices from a provider to the participants it addresses, like receipts."""
 DOMESTIC_EVENTS = frozenset({"consent.recorded", "consent.withdrawn", "identification.decided"})
 """Case-state events that never leave the sender's country: the router learns the consent flags

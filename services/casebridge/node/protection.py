@@ -20,7 +20,7 @@ from typing import Any
 from casebridge.core import handling
 from casebridge.core import vault as vault_core
 from casebridge.core.keys import Identity
-from casebridge.node import service, store, vault
+from casebridge.node import consent, service, store, vault
 from casebridge.node.vault import ShredResult, Vault
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import World
@@ -61,7 +61,8 @@ def handling_of(record: dict[str, Any]) -> dict[str, Any]:
 def readable(v: Vault | None, conn: sqlite3.Connection, record: dict[str, Any]) -> dict[str, Any]:
     """A stored record as every API read returns it: decrypted, with its handling."""
     shown = vault.reveal(v, conn, record) if v is not None else dict(record)
-    return {**shown, "handling": handling_of(shown)}
+    restricted = consent.restriction(conn, str(shown["event_id"]))
+    return {**shown, "handling": handling_of(shown), **({"restricted": restricted} if restricted else {})}
 
 
 def read_record(v: Vault | None, conn: sqlite3.Connection, event_id: str) -> Read:

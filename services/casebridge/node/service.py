@@ -27,7 +27,7 @@ from casebridge.core.model import (
     apply_case_flags,
 )
 from casebridge.core.routing import Deliver, route
-from casebridge.node import store
+from casebridge.node import consent, store
 from casebridge.node.vault import Vault, protect
 from casebridge.runtime.world import World
 
@@ -130,7 +130,13 @@ def submit(
 ) -> Submitted:
     """Route, seal and queue one event (one transaction); refusals are kept with their code."""
     with store.transaction(conn):
-        return queue_event(world, me, conn, doc, now)
+        result = queue_event(world, me, conn, doc, now)
+        if result.status == "queued" and doc.get("event_type") == "consent.withdrawn":
+            after = case_state_of(conn, parse_event(doc)[1])
+            for notice in consent.withdrawal_notices(world, me, conn, parse_event(doc)[1],
+                                                     list(doc.get("consent_scopes", [])), after, now):
+                queue_event(world, me, conn, notice, now)
+        return result
 
 
 def queue_event(
@@ -213,6 +219,8 @@ def receive(
         if not store.store_inbound(conn, protect(vault, conn, record) if vault else record, now):
             return Received(header.event_id, "duplicate", header=header)
         remember_flags(conn, header)
+        if header.event_type == consent.NOTICE:
+            consent.restrict(conn, header, opened.payload, now)
         receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
         queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)

@@ -34,6 +34,9 @@ CREATE TABLE IF NOT EXISTS data_keys (
 SHRED_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shredded (
     case_ref TEXT PRIMARY KEY, reason TEXT NOT NULL, at TEXT NOT NULL, records INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS restricted (
+    event_id TEXT PRIMARY KEY, case_ref TEXT NOT NULL, scopes TEXT NOT NULL,
+    notice_event_id TEXT NOT NULL, at TEXT NOT NULL);
 """
 METADATA = ("event_id", "event_type", "sender", "case_ref", "correlation_id", "created_at",
             "handling_code", "handling_conditions", "forward_of", "agreement_id", "categories")
@@ -72,7 +75,7 @@ def master_key(configured: bytes, folder: Path) -> bytes:
 
 def prepare(conn: sqlite3.Connection) -> sqlite3.Connection:
     """Make a node store ready for shredding: deleted content is overwritten with zeros from now
-    on (``PRAGMA secure_delete``), and the table of shredded cases exists."""
+    on (``PRAGMA secure_delete``), and the tables of shredded cases and restricted records exist."""
     conn.execute("PRAGMA secure_delete=ON")
     conn.executescript(SHRED_SCHEMA)
     return conn
