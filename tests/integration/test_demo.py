@@ -28,7 +28,11 @@ def test_demo_runs_the_whole_case_to_completion(tmp_path: Path) -> None:
     out = done.stdout
     assert "demo OK" in out
     assert "(SASL/SCRAM + ACLs)" in out  # secured by default: each service its own Kafka user
-    assert out.count("REFUSED ") == 2  # the node's refusal and the router's
+    assert out.count("REFUSED ") == 3  # the node's refusal, the router's, and the unpermitted H2 forward
+    assert "DELIVERED KH.MOSVY forward -> TH.RTP" in out  # ... permitted by its provider
+    assert "SHREDDED" in out and "canary in no file" in out
+    assert "RESTRICTED KH.MOSVY's origin.notified" in out
+    assert "EXPORTED casebridge stats export --as KH.MOSVY" in out
     assert "BREACHED REG.DEADLINES sla.breached" in out
     assert "Chains: 5 of 5 senders ok" in out
     assert not list((tmp_path / "demo-broker").glob("node-*/broker.pid")), "the demo's broker is stopped"

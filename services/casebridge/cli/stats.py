@@ -28,12 +28,7 @@ def node_records(settings: Settings, participant: str) -> list[dict[str, Any]]:
 
     path = node_db(settings.home, participant)
     conn = store.connect(path)
-    v = protection.open_node_vault(settings, conn, path.parent)
-    records, after = [], ""
-    while page := store.inbox_page(conn, after, 500):
-        records += [protection.readable(v, conn, r) for r in page]
-        after = f"{page[-1]['received_at']}|{page[-1]['event_id']}"
-    return records
+    return protection.stored_records(protection.open_node_vault(settings, conn, path.parent), conn)
 
 
 def cmd_stats_export(args: argparse.Namespace) -> int:

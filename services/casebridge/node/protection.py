@@ -65,6 +65,15 @@ def readable(v: Vault | None, conn: sqlite3.Connection, record: dict[str, Any]) 
     return {**shown, "handling": handling_of(shown), **({"restricted": restricted} if restricted else {})}
 
 
+def stored_records(v: Vault | None, conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every inbox record, as reads show it (for the statistics export)."""
+    records, after = [], ""
+    while page := store.inbox_page(conn, after, 500):
+        records += [readable(v, conn, r) for r in page]
+        after = f"{page[-1]['received_at']}|{page[-1]['event_id']}"
+    return records
+
+
 def read_record(v: Vault | None, conn: sqlite3.Connection, event_id: str) -> Read:
     record = store.inbox_record(conn, event_id)
     if record is None:
