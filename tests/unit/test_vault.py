@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
+from casebridge.cli import main
+from casebridge.cli.protection import RETENTION
 from casebridge.core import vault as core_vault
 from casebridge.core.errors import Malformed
 from casebridge.core.jsonform import to_json
@@ -182,8 +185,6 @@ def test_retention_destroys_the_due_categories_of_closed_cases_only(world: World
 
 def test_the_cli_shreds_a_case_and_queues_its_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``casebridge node shred CASE --as P --reason R`` shreds the node's case and queues the notice."""
-    from casebridge.cli import main
-
     bootstrap_network(tmp_path, datetime.now(UTC) - timedelta(minutes=5))
     monkeypatch.setenv("CASEBRIDGE_HOME", str(tmp_path))
     monkeypatch.delenv("CASEBRIDGE_MASTER_KEY", raising=False)
@@ -197,3 +198,9 @@ def test_the_cli_shreds_a_case_and_queues_its_notice(tmp_path: Path, monkeypatch
     assert main(["node", "shred", "case-cli", "--as", RECIPIENT, "--reason", "court_order"]) == 0
     assert protection.read_record(v, conn, "e1").outcome == "shredded"
     assert [r.event_type for r in store.queued(conn)] == ["case.shredded"]
+
+
+def test_the_shipped_retention_classes_parse() -> None:
+    """``deploy/retention.yaml`` names data categories and whole days only."""
+    classes = core_vault.parse_retention(yaml.safe_load(RETENTION.read_text()))
+    assert {c.category for c in classes} >= {"identity", "health"}

@@ -52,6 +52,8 @@ async def post_shred(request: web.Request) -> web.Response:
         return web.json_response({"code": "not_configured", "why": "no vault"}, status=409)
     try:
         doc = await request.json()
+        if not isinstance(doc, dict):
+            raise ValueError("the body must be an object with a 'reason'")
         result, notice = protection.shred_case(node.world, node.me, node.conn, node.vault,
                                                request.match_info["case"], str(doc.get("reason")),
                                                datetime.now(UTC))
