@@ -204,3 +204,20 @@ def test_the_shipped_retention_classes_parse() -> None:
     """``deploy/retention.yaml`` names data categories and whole days only."""
     classes = core_vault.parse_retention(yaml.safe_load(RETENTION.read_text()))
     assert {c.category for c in classes} >= {"identity", "health"}
+
+
+def test_the_inbox_command_shows_stored_records_decrypted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """``casebridge inbox --as P`` prints what the node stored encrypted, in clear, with its handling."""
+    monkeypatch.setenv("CASEBRIDGE_HOME", str(tmp_path))
+    monkeypatch.delenv("CASEBRIDGE_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CASEBRIDGE_MASTER_KEY_FILE", raising=False)
+    folder = tmp_path / "nodes" / RECIPIENT
+    conn = store.connect(folder / "node.sqlite")
+    v = protection.open_node_vault(Settings(), conn, folder)
+    record = {"event_id": "e1", "event_type": "return_plan.proposed", "sender": SENDER, "case_ref": "c",
+              "created_at": NOW.isoformat(), "handling_code": "H1", "payload": {"logistics": {"n": CANARY}}}
+    store.store_inbound(conn, node_vault.protect(v, conn, record), NOW)
+    assert main(["inbox", "--as", RECIPIENT]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert CANARY in line and '"code": "H1"' in line

@@ -12,9 +12,9 @@ from typing import Any
 
 import faust
 
-from casebridge.cli import protection
+from casebridge.cli import protection as protection_cli
 from casebridge.core import access
-from casebridge.node import service, store
+from casebridge.node import protection, service, store
 from casebridge.runtime.logging import configure_logging
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
     )
     track.set_defaults(func=cmd_deadlines_run)
     node = sub.add_parser("node", help="a country node").add_subparsers(dest="action", required=True)
-    protection.register_node(node)  # node shred | retention (cli/protection.py)
+    protection_cli.register_node(node)  # node shred | retention | forward | permit (cli/protection.py)
     run = node.add_parser("run", help="run a node worker with its HTTP API")
     run.add_argument("--as", dest="participant", required=True)
     run.add_argument("--port", type=int, default=8080)
@@ -147,8 +147,11 @@ def cmd_node_submit(args: argparse.Namespace) -> int:
 def cmd_inbox(args: argparse.Namespace) -> int:
     from casebridge.node.app import node_db
 
-    conn = store.connect(node_db(Settings.from_env().home, args.participant))
-    for record in store.inbox_page(conn, "", 500):
+    settings = Settings.from_env()
+    path = node_db(settings.home, args.participant)
+    conn = store.connect(path)
+    vault = protection.open_node_vault(settings, conn, path.parent)
+    for record in protection.stored_records(vault, conn):  # decrypted, with their handling
         json.dump(record, sys.stdout)
         sys.stdout.write("\n")
     return 0
