@@ -6,6 +6,7 @@ import base64
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -183,18 +184,25 @@ def test_retention_destroys_the_due_categories_of_closed_cases_only(world: World
     assert protection.read_record(v, conn, event_id).body["expired"] == ["operational"]
 
 
-def test_the_cli_shreds_a_case_and_queues_its_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``casebridge node shred CASE --as P --reason R`` shreds the node's case and queues the notice."""
-    bootstrap_network(tmp_path, datetime.now(UTC) - timedelta(minutes=5))
+def cli_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **record: Any) -> tuple[
+        sqlite3.Connection, node_vault.Vault]:
+    """A node folder under ``$CASEBRIDGE_HOME`` (its generated master key) with one canary record."""
     monkeypatch.setenv("CASEBRIDGE_HOME", str(tmp_path))
     monkeypatch.delenv("CASEBRIDGE_MASTER_KEY", raising=False)
     monkeypatch.delenv("CASEBRIDGE_MASTER_KEY_FILE", raising=False)
     folder = tmp_path / "nodes" / RECIPIENT
     conn = store.connect(folder / "node.sqlite")
     v = protection.open_node_vault(Settings(), conn, folder)
-    record = {"event_id": "e1", "event_type": "return_plan.proposed", "sender": SENDER,
-              "case_ref": "case-cli", "created_at": NOW.isoformat(), "payload": {"logistics": {"n": CANARY}}}
-    store.store_inbound(conn, node_vault.protect(v, conn, record), NOW)
+    stored = {"event_id": "e1", "event_type": "return_plan.proposed", "sender": SENDER, "case_ref": "c",
+              "created_at": NOW.isoformat(), "payload": {"logistics": {"n": CANARY}}, **record}
+    store.store_inbound(conn, node_vault.protect(v, conn, stored), NOW)
+    return conn, v
+
+
+def test_the_cli_shreds_a_case_and_queues_its_notice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``casebridge node shred CASE --as P --reason R`` shreds the node's case and queues the notice."""
+    bootstrap_network(tmp_path, datetime.now(UTC) - timedelta(minutes=5))
+    conn, v = cli_node(tmp_path, monkeypatch, case_ref="case-cli")
     assert main(["node", "shred", "case-cli", "--as", RECIPIENT, "--reason", "court_order"]) == 0
     assert protection.read_record(v, conn, "e1").outcome == "shredded"
     assert [r.event_type for r in store.queued(conn)] == ["case.shredded"]
@@ -209,15 +217,7 @@ def test_the_shipped_retention_classes_parse() -> None:
 def test_the_inbox_command_shows_stored_records_decrypted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """``casebridge inbox --as P`` prints what the node stored encrypted, in clear, with its handling."""
-    monkeypatch.setenv("CASEBRIDGE_HOME", str(tmp_path))
-    monkeypatch.delenv("CASEBRIDGE_MASTER_KEY", raising=False)
-    monkeypatch.delenv("CASEBRIDGE_MASTER_KEY_FILE", raising=False)
-    folder = tmp_path / "nodes" / RECIPIENT
-    conn = store.connect(folder / "node.sqlite")
-    v = protection.open_node_vault(Settings(), conn, folder)
-    record = {"event_id": "e1", "event_type": "return_plan.proposed", "sender": SENDER, "case_ref": "c",
-              "created_at": NOW.isoformat(), "handling_code": "H1", "payload": {"logistics": {"n": CANARY}}}
-    store.store_inbound(conn, node_vault.protect(v, conn, record), NOW)
+    cli_node(tmp_path, monkeypatch, handling_code="H1")
     assert main(["inbox", "--as", RECIPIENT]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     assert CANARY in line and '"code": "H1"' in line
