@@ -20,7 +20,10 @@ from aiohttp import web
 from casebridge.core.errors import CaseBridgeError
 from casebridge.node import protection
 from casebridge.node.vault import Vault
+from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
+
+log = get_logger("casebridge.node")
 
 STATUS = {"found": 200, "shredded": 410, "missing": 404}
 
@@ -62,6 +65,8 @@ async def post_shred(request: web.Request) -> web.Response:
     except ValueError as exc:
         return web.json_response({"code": "malformed", "why": str(exc)}, status=400)
     node.wake.set()
+    log.info("shredded", participant=node.me.participant, case_ref=result.case_ref, reason=result.reason,
+             records=result.records, keys=result.keys, notice_event_id=notice.event_id)
     return web.json_response({"case_ref": result.case_ref, "reason": result.reason,
                               "records": result.records, "keys": result.keys,
                               "notice_event_id": notice.event_id, "notice_status": notice.status})
@@ -89,6 +94,9 @@ async def post_forward(request: web.Request) -> web.Response:
         doc = await json_body(request)
         result = protection.request_forward(node.world, node.me, node.conn, node.vault,
                                             request.match_info["id"], doc["to"], datetime.now(UTC))
+        log.info("forward", participant=node.me.participant, forward_of=request.match_info["id"],
+                 to=doc["to"], event_id=result.event_id if result else None,
+                 outcome=result.status if result else "not_found", code=result.code if result else None)
     except CaseBridgeError as exc:
         return web.json_response({"code": exc.code, "why": exc.why}, status=400)
     except ValueError as exc:
@@ -103,6 +111,9 @@ async def post_permission(request: web.Request) -> web.Response:
         doc = await json_body(request)
         result = protection.grant_permission(node.world, node.me, node.conn, request.match_info["id"],
                                              str(doc.get("forwarder")), doc["to"], datetime.now(UTC))
+        log.info("permission", participant=node.me.participant, for_event_id=request.match_info["id"],
+                 forwarder=doc.get("forwarder"), to=doc["to"], event_id=result.event_id if result else None,
+                 outcome=result.status if result else "not_found")
     except CaseBridgeError as exc:
         status = 403 if exc.code == "handling_restricted" else 400
         return web.json_response({"code": exc.code, "why": exc.why}, status=status)
