@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from casebridge.core import handling, sealing
+from casebridge.core.directory import revoke
 from casebridge.core.jsonform import to_json
 from casebridge.core.model import CaseState, Header
 from casebridge.core.routing import Deliver, Reject, route
@@ -160,3 +161,10 @@ def test_an_h3_record_carries_its_conditions_to_every_read_and_to_its_forward(
     assert row is not None and row.envelope is not None
     header = sealing.verify(row.envelope, world.directory, NOW, world.max_age, schemas=world.schemas).header
     assert (header.handling_conditions, header.forward_of) == ("not to be shared with police", event_id)
+
+
+def test_a_permission_signed_with_a_revoked_key_is_refused(world: World) -> None:
+    """Once the provider's signing key is revoked, a permission made with it no longer counts."""
+    good = permitted(world, forward_header())
+    revoked = revoke(world.directory, good.permit_key_id or "", NOW - timedelta(minutes=1))
+    assert "no current signing key" in str(handling.check_forward(good, revoked))

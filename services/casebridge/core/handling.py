@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 
+from casebridge.core.directory import is_valid
 from casebridge.core.errors import CaseBridgeError
 from casebridge.core.keys import Identity, ed25519_public
 from casebridge.core.model import Directory, Header
@@ -63,7 +64,7 @@ def check_forward(header: Header, directory: Directory) -> str | None:
     provider = directory.participants.get(header.permitted_by)
     key = next((k for k in provider.keys if k.key_id == header.permit_key_id and k.use == "sign"),
                None) if provider else None
-    if key is None or key.revoked_at is not None:
+    if key is None or key.revoked_at is not None or not is_valid(key, header.created_at):
         return f"no current signing key {header.permit_key_id} of {header.permitted_by}"
     message = permission_message(header.case_ref, header.forward_of, header.sender, header.to)
     try:
