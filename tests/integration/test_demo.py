@@ -44,7 +44,11 @@ def test_demo_runs_the_whole_case_keeps_the_network_and_stops_it(tmp_path: Path)
     out = done.stdout
     assert "demo OK" in out
     assert "(SASL/SCRAM + ACLs)" in out  # secured by default: each service its own Kafka user
-    assert out.count("REFUSED ") == 2  # the node's refusal and the router's
+    assert out.count("REFUSED ") == 3  # the node's refusal, the router's, and the unpermitted H2 forward
+    assert "DELIVERED KH.MOSVY forward -> TH.RTP" in out  # ... permitted by its provider
+    assert "SHREDDED" in out and "canary in no file" in out
+    assert "RESTRICTED KH.MOSVY's origin.notified" in out
+    assert "EXPORTED casebridge stats export --as KH.MOSVY" in out
     assert "BREACHED REG.DEADLINES sla.breached" in out
     assert re.search(r"Chains \(sender/partition\): (\d+) of \1 ok", out), "every chain verifies"
     assert f"Stop it with: CASEBRIDGE_HOME={tmp_path} casebridge demo --stop" in out

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from casebridge import __version__
-from casebridge.cli import broker, demo, envelope, monitor, network, policy, security
+from casebridge.cli import broker, demo, envelope, monitor, network, policy, security, stats
 from casebridge.core.errors import CaseBridgeError
 
-GROUPS = (broker, demo, network, envelope, policy, monitor, security)
+GROUPS = (broker, demo, network, envelope, policy, monitor, security, stats)
 
 
 def build_parser() -> argparse.ArgumentParser:

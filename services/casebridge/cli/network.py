@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from casebridge.cli import protection as protection_cli
 from casebridge.core import access
-from casebridge.node import auth, service, store, validate
+from casebridge.node import auth, protection, service, validate
 from casebridge.runtime.logging import configure_logging
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
@@ -48,6 +49,7 @@ def register(sub: Any) -> None:
     )
     track.set_defaults(func=cmd_deadlines_run)
     node = sub.add_parser("node", help="a country node").add_subparsers(dest="action", required=True)
+    protection_cli.register_node(node)  # node shred | retention | forward | permit (cli/protection.py)
     run = node.add_parser("run", help="run a node worker with its HTTP API")
     run.add_argument("--as", dest="participant", required=True)
     run.add_argument("--port", type=int, default=8080)
@@ -154,10 +156,12 @@ def cmd_node_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_inbox(args: argparse.Namespace) -> int:
-    from casebridge.node.app import open_store
+    from casebridge.node.app import node_db, open_store
 
-    conn = open_store(Settings.from_env().home, args.participant)
-    for record in store.inbox_page(conn, "", 500):
+    settings = Settings.from_env()
+    conn = open_store(settings.home, args.participant)
+    vault = protection.open_node_vault(settings, conn, node_db(settings.home, args.participant).parent)
+    for record in protection.stored_records(vault, conn):  # decrypted, with their handling
         json.dump(record, sys.stdout)
         sys.stdout.write("\n")
     return 0

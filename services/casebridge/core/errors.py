@@ -28,6 +28,7 @@ REJECT_CODES: tuple[str, ...] = (
     "recipient_not_permitted",
     "agreement_not_in_force",
     "oversized",
+    "handling_restricted",
 )
 
 

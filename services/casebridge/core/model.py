@@ -65,6 +65,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "referral.done",
     "referral.revoked",
     "case.closed",
+    "case.shredded",
+    "handling.permission_granted",
+    "consent.withdrawal_notified",
     "deadline.approaching",
     "sla.breached",
     "receipt.delivered",
@@ -135,6 +138,11 @@ class Header:
     payload_schema: bytes = b""  # 8-byte CRC-64-AVRO fingerprint of the payload schema
     consent_scopes: tuple[str, ...] = ()  # consent.* events: the scopes recorded or withdrawn
     witness_hold: bool | None = None  # legal_proceedings.*: True sets, False lifts the hold
+    handling_conditions: str | None = None  # H3: the provider's conditions (never personal data)
+    forward_of: str | None = None  # a forward: the event id of the received record it passes on
+    permitted_by: str | None = None  # a forward of H2: the provider who permitted it ...
+    permit_key_id: str | None = None  # ... the signing key of its permission ...
+    permit_signature: bytes = b""  # ... and its Ed25519 signature (core.handling.permission_message)
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,15 @@ from datetime import datetime
 from types import MappingProxyType
 
 from casebridge.core.agreements import ANY_PARTY, Agreement, EventRule, RecipientRule
+from casebridge.core.handling import check_forward
 from casebridge.core.model import REGION, CaseState, Directory, Header, Participant, country_of
 
 RECEIPTS = frozenset({"receipt.delivered", "receipt.processed", "receipt.rejected"})
 TRACKER_EVENTS = frozenset({"deadline.approaching", "sla.breached"})
+AUDIT_NOTICES = frozenset({"case.shredded"})
+"""Metadata-only notices to the secretariat's audit trail (a node shredded a case)."""
+PROVIDER_NOTICES = frozenset({"handling.permission_granted", "consent.withdrawal_notified"})
+"""Metadata-only notices from a provider to the participants it addresses, like receipts."""
 DOMESTIC_EVENTS = frozenset({"consent.recorded", "consent.withdrawn", "identification.decided"})
 """Case-state events that never leave the sender's country: the router learns the consent flags
 from their clear header, the country's own focal points get the operational metadata."""
@@ -203,6 +208,10 @@ def route(header: Header, agreements: Policy | Iterable[Agreement], directory: D
           case_state: CaseState, now: datetime) -> Decision:
     """Deliver to whom the applicable agreements permit, or Reject with a stable code."""
     policy = agreements if isinstance(agreements, Policy) else index_agreements(agreements, 0)
+    restricted = check_forward(header, directory)  # before the memo: its key omits the permission
+    if restricted is not None:
+        return Reject("handling_restricted", restricted, (Clause(
+            "event", f"{BUILTIN} §handling.{header.handling_code}", restricted),))
     if not policy.memo_limit:
         return _decide(header, policy, directory, case_state, now)
     key = (header.sender, header.event_type, header.to, header.handling_code,
@@ -222,7 +231,8 @@ def _decide(header: Header, policy: Policy, directory: Directory, case_state: Ca
     sender = directory.participants.get(header.sender)
     if sender is None:
         return Reject("unknown_sender", f"{header.sender} is not in the directory")
-    if header.event_type in RECEIPTS or header.event_type in TRACKER_EVENTS:
+    if header.event_type in RECEIPTS or header.event_type in TRACKER_EVENTS \
+            or header.event_type in AUDIT_NOTICES or header.event_type in PROVIDER_NOTICES:
         return _route_builtin(header, sender, directory)
     if header.event_type in DOMESTIC_EVENTS:
         return _route_domestic(header, sender, directory)
@@ -389,7 +399,8 @@ def _route_builtin(header: Header, sender: Participant, directory: Directory) ->
     grants: dict[str, frozenset[str]] = {}
     refused: list[Refusal] = []
     targets = list(header.to)
-    if header.event_type in TRACKER_EVENTS and SECRETARIAT not in targets:
+    if (header.event_type in TRACKER_EVENTS or header.event_type in AUDIT_NOTICES) \
+            and SECRETARIAT not in targets:
         targets.append(SECRETARIAT)
     for target in targets:
         if target in directory.participants and target != sender.id:

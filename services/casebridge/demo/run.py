@@ -95,7 +95,9 @@ def run_all(net: localnet.LocalNet) -> bool:
     misdirected_ok = scenario.run_misdirected(net, net.world, say)
     say("")
     breach_ok = scenario.run_breach(net, schemas, say)
-    return case_ok and misdirected_ok and breach_ok
+    say("")
+    protection_ok = scenario.run_protection(net, schemas, say)
+    return case_ok and misdirected_ok and breach_ok and protection_ok
 
 
 def show_monitor(net: localnet.LocalNet, keep: bool) -> None:

@@ -458,3 +458,113 @@ def run_misdirected(net: LocalNet, world: World, say: Say, timeout: float = 30.0
     )
     return refused
 
+
+
+# --- Protecting the people in the data (issue 14): self-contained, called once by the demo -------
+
+PROTECTION_CANARY = "Vanna Canaryshred"
+
+
+def _posted(net: LocalNet, who: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+    status, answer = net.call(who, "POST", path, body)
+    return status, answer if isinstance(answer, dict) else {}
+
+
+def _stored(net: LocalNet, who: str, event_id: str, timeout: float) -> bool:
+    return wait_for(lambda: net.call(who, "GET", f"/records/{event_id}")[0] == 200, timeout)
+
+
+def _approval(case_ref: str, to: Sequence[str], note: str | None = None) -> dict[str, Any]:
+    operational = {"plan_ref": "RP-9", "approved_at": now_iso(), "approving_participant": "TH.MSDHS"}
+    return {"event_type": "repatriation.approved", "case_ref": case_ref, "to": list(to),
+            "handling_code": "H2", "payload": {"operational": {**operational, "note": note}}}
+
+
+def run_h2_forward(net: LocalNet, say: Say, timeout: float = 30.0) -> bool:
+    """KH.MOSVY passes TH.MSDHS's H2 approval on to TH.RTP: refused, then permitted by TH.MSDHS."""
+    case_ref = f"CB-H2-{uuid.uuid4().hex[:8]}"
+    say(f"case {case_ref}: an H2 record passed on to a third participant")
+    _, sent = _posted(net, "TH.MSDHS", "/events", _approval(case_ref, ["KH.MOSVY"]))
+    if not _stored(net, "KH.MOSVY", sent.get("event_id", ""), timeout):
+        return False
+    forward = f"/records/{sent['event_id']}/forward"
+    status, first = _posted(net, "KH.MOSVY", forward, {"to": ["TH.RTP"]})
+    refused = status == 422 and first.get("code") == "handling_restricted"
+    say(f"{'REFUSED ' if refused else 'WRONG   '} KH.MOSVY forward -> TH.RTP [handling_restricted: H2, "
+        "no permission of TH.MSDHS]")
+    _posted(net, "TH.MSDHS", f"/events/{sent['event_id']}/permissions",
+            {"forwarder": "KH.MOSVY", "to": ["TH.RTP"]})
+    permitted = wait_for(lambda: any(e["event_type"] == "handling.permission_granted"
+                                     and e["case_ref"] == case_ref for e in inbox(net, "KH.MOSVY")), timeout)
+    status, second = _posted(net, "KH.MOSVY", forward, {"to": ["TH.RTP"]})
+    delivered = permitted and status == 202 and _stored(net, "TH.RTP", second.get("event_id", ""), timeout)
+    say(f"{'DELIVERED' if delivered else 'MISSING '} KH.MOSVY forward -> TH.RTP after TH.MSDHS's signed "
+        "handling.permission_granted")
+    return refused and delivered
+
+
+def run_shred(net: LocalNet, say: Say, timeout: float = 30.0) -> bool:
+    """A case shredded at KH.MOSVY: 410 Gone afterwards, and its canary in none of its files."""
+    case_ref = f"CB-SHRED-{uuid.uuid4().hex[:8]}"
+    say(f"case {case_ref}: shredded at KH.MOSVY (crypto-shredding)")
+    _, sent = _posted(net, "TH.MSDHS", "/events", _approval(case_ref, ["KH.MOSVY"], PROTECTION_CANARY))
+    if not _stored(net, "KH.MOSVY", sent.get("event_id", ""), timeout):
+        return False
+    status, shred = _posted(net, "KH.MOSVY", f"/cases/{case_ref}/shred", {"reason": "data_subject_request"})
+    gone = net.call("KH.MOSVY", "GET", f"/records/{sent['event_id']}")[0] == 410
+    folder = net.settings.home / "nodes" / "KH.MOSVY"
+    leaks = [p.name for p in [*folder.iterdir(), *(net.settings.home / "logs").iterdir()]
+             if p.is_file() and PROTECTION_CANARY.encode() in p.read_bytes()]
+    ok = status == 200 and gone and not leaks
+    say(f"{'SHREDDED' if ok else 'WRONG   '} {shred.get('records', 0)} record(s), "
+        f"{shred.get('keys', 0)} key(s); "
+        f"GET /records -> {'410 Gone' if gone else 'not gone'}; canary in {leaks or 'no file'}; "
+        "case.shredded -> REG.SECRETARIAT")
+    return ok
+
+
+def run_withdrawal(net: LocalNet, schemas: avro.SchemaSet, say: Say, timeout: float = 30.0) -> bool:
+    """The victim withdraws origin notification: KH.MOSVY's copy of it becomes restricted."""
+    ctx = Context(f"CB-CONSENT-{uuid.uuid4().hex[:8]}", {}, schemas)
+    say(f"case {ctx.case_ref}: consent withdrawn after the origin was notified")
+    first, origin = steps()[0], steps()[1]
+    if not (run_step(net, first, ctx, say, timeout) and run_step(net, origin, ctx, say, timeout)):
+        return False
+    _posted(net, "TH.MSDHS", "/events", {"event_type": "consent.withdrawn", "case_ref": ctx.case_ref,
+                                         "to": ["TH"], "consent_scopes": ["origin_notification"]})
+    record = f"/records/{ctx.ids[origin.label or origin.event_type]}"
+    restricted = wait_for(lambda: "restricted" in net.call("KH.MOSVY", "GET", record)[1], timeout)
+    say(f"{'RESTRICTED' if restricted else 'MISSING '} KH.MOSVY's origin.notified after the signed "
+        "consent.withdrawal_notified (readable with its handling, never forwarded)")
+    return restricted
+
+
+def run_stats(net: LocalNet, say: Say) -> bool:
+    """``casebridge stats export --as KH.MOSVY``: what the node's store would publish (k >= 11)."""
+    from casebridge.core import stats, statspage
+    from casebridge.node import protection, store
+
+    folder = net.settings.home / "nodes" / "KH.MOSVY"
+    conn = store.connect(folder / "node.sqlite")
+    records = protection.stored_records(protection.open_node_vault(net.settings, conn, folder), conn)
+    facts = stats.case_facts(records, "KH")
+    table = stats.export(facts)
+    out = net.settings.home / "stats"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stats.csv").write_text(statspage.to_csv(table))
+    (out / "stats.html").write_text(statspage.to_html(table, "Cases at KH.MOSVY"))
+    say(f"EXPORTED casebridge stats export --as KH.MOSVY: {len(facts)} cases, {len(table.cells)} cells "
+        f"released (each >= {table.k} cases), {table.suppressed_cells} suppressed; "
+        f"{out / 'stats.csv'}, {out / 'stats.html'}")
+    return all(cell.count >= table.k for cell in table.cells)
+
+
+def run_protection(net: LocalNet, schemas: avro.SchemaSet, say: Say) -> bool:
+    """Issue 14's demonstration: an H2 forward, a shredded case, a consent withdrawal, statistics."""
+    parts: list[Callable[[], bool]] = [lambda: run_h2_forward(net, say), lambda: run_shred(net, say),
+                                       lambda: run_withdrawal(net, schemas, say), lambda: run_stats(net, say)]
+    results = []
+    for part in parts:
+        results.append(part())
+        say("")
+    return all(results)

@@ -23,8 +23,9 @@ from aiohttp import web
 from casebridge.core import limits
 from casebridge.core.errors import CaseBridgeError, Malformed
 from casebridge.core.keys import Identity
-from casebridge.node import auth, service, store, validate
+from casebridge.node import auth, protection_api, service, store, validate
 from casebridge.node.groupcommit import GroupCommit
+from casebridge.node.vault import Vault
 from casebridge.runtime import http
 from casebridge.runtime.logging import get_logger
 from casebridge.runtime.private import private_dir, private_file
@@ -43,6 +44,7 @@ class Node:
     conn: sqlite3.Connection
     wake: threading.Event = field(default_factory=threading.Event)  # the publisher has work
     group: GroupCommit | None = None  # POST /events commits through it when set
+    vault: Vault | None = None  # at-rest keys: what the node decrypted is stored encrypted
     clients: auth.ClientsFile = field(init=False)  # who may call the HTTP API
 
     def __post_init__(self) -> None:
@@ -104,6 +106,7 @@ def http_app(node: Node) -> web.Application:
             web.get("/inbox", get_inbox),
             web.post("/inbox/{id}/processed", post_processed),
             web.get("/health", health),
+            *protection_api.routes(),
         ]
     )
     return api
@@ -190,6 +193,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     after = validate.page_cursor(request.query.get("after"))
     page = store.inbox_page(request.app["node"].conn, after, limit)
     cursor = store.page_cursor(page)
+    page = protection_api.readable(request.app["node"], page)
     return web.json_response({"events": page, "next": cursor})
 
 

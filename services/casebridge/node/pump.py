@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from casebridge.core import topics
-from casebridge.node import service, store
+from casebridge.node import protection_api, service, store
 from casebridge.node.app import Node, node_db, open_store, serve_http
 from casebridge.node.groupcommit import GroupCommit
 from casebridge.runtime import ckafka
@@ -199,7 +199,7 @@ def wait_until_current(node: Node, stop: threading.Event) -> bool:
 def receive_batch(node: Node, conn: sqlite3.Connection, messages: list[Message]) -> None:
     """Store one batch of inbox records in one transaction and log each outcome."""
     values = [m.value() for m in messages if m.value() is not None]
-    outcomes = service.receive_many(node.world, node.me, conn, values, datetime.now(UTC))
+    outcomes = service.receive_many(node.world, node.me, conn, values, datetime.now(UTC), node.vault)
     for outcome in outcomes:
         log.info("received", participant=node.participant, event_id=outcome.event_id,
                  outcome=outcome.outcome, code=outcome.code,
@@ -237,6 +237,7 @@ def create_node(settings: Settings, world: World, participant: str) -> Node:
     world = world.in_custody_of(participant)  # this node can sign as no one else
     conn = open_store(settings.home, participant, settings.partitions)
     node = Node(settings, world, world.identity(participant), conn)
+    node.vault = protection_api.open_node_vault(settings, conn, node_db(settings.home, participant).parent)
     writer = open_store(settings.home, participant)
     node.group = GroupCommit(lambda docs: service.submit_many(node.world, node.me, writer, docs,
                                                               datetime.now(UTC)))

@@ -30,7 +30,8 @@ from casebridge.core.model import (
     apply_case_flags,
 )
 from casebridge.core.routing import Deliver, route
-from casebridge.node import store, validate
+from casebridge.node import consent, store, validate
+from casebridge.node.vault import Vault, protect
 from casebridge.runtime.world import World
 
 CONSENT_EVENTS = frozenset({"consent.recorded", "consent.withdrawn"})
@@ -88,7 +89,15 @@ def draft_header(
         prev_hash=head[1],
         consent_scopes=tuple(scopes),
         witness_hold=doc.get("witness_hold"),
+        **forward_fields(doc),
     )
+
+
+def forward_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """H3 conditions and, on a forward (``protection.request_forward``), the provider's permission."""
+    fields = {k: doc.get(k) for k in ("handling_conditions", "forward_of", "permitted_by", "permit_key_id")}
+    signature = doc.get("permit_signature", b"")  # bytes: set by the node, never from JSON
+    return {**fields, "permit_signature": signature if isinstance(signature, bytes) else b""}
 
 
 def case_state_of(conn: sqlite3.Connection, case_ref: str) -> CaseState:
@@ -116,7 +125,13 @@ def submit(
 ) -> Submitted:
     """Route, seal and queue one event (one transaction); refusals are kept with their code."""
     with store.transaction(conn):
-        return queue_event(world, me, conn, doc, now)
+        result = queue_event(world, me, conn, doc, now)
+        if result.status == "queued" and doc.get("event_type") == "consent.withdrawn":
+            after = case_state_of(conn, parse_event(doc)[1])
+            for notice in consent.withdrawal_notices(world, me, conn, parse_event(doc)[1],
+                                                     list(doc.get("consent_scopes", [])), after, now):
+                queue_event(world, me, conn, notice, now)
+        return result
 
 
 def submit_many(
@@ -221,24 +236,28 @@ def _with_agreement(header: Header, decision: Deliver) -> Header:
 
 
 def receive(
-    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
+    vault: Vault | None = None,
 ) -> Received:
-    """Verify and decrypt (end to end: the router is not trusted), store once, queue the receipt
-    (one transaction)."""
+    """Verify and decrypt (end to end: the router is not trusted), store once (encrypted at rest
+    under the case's data keys when a ``vault`` is given, as the node always does), queue the
+    receipt (one transaction)."""
     with store.transaction(conn):
-        return take_inbound(world, me, conn, data, now)
+        return take_inbound(world, me, conn, data, now, vault)
 
 
 def receive_many(
-    world: World, me: Identity, conn: sqlite3.Connection, values: Sequence[bytes], now: datetime
+    world: World, me: Identity, conn: sqlite3.Connection, values: Sequence[bytes], now: datetime,
+    vault: Vault | None = None,
 ) -> list[Received]:
     """``receive`` for a batch of inbound envelopes, in one transaction."""
     with store.transaction(conn):
-        return [take_inbound(world, me, conn, data, now) for data in values]
+        return [take_inbound(world, me, conn, data, now, vault) for data in values]
 
 
 def take_inbound(
-    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
+    vault: Vault | None = None,
 ) -> Received:
     """``receive`` inside the caller's transaction."""
     try:
@@ -259,9 +278,12 @@ def take_inbound(
             now,
         )
         return Received(header.event_id, "receipt", header=header)
-    if not store.store_inbound(conn, inbound_record(opened), now):
+    record = inbound_record(opened)
+    if not store.store_inbound(conn, protect(vault, conn, record) if vault else record, now):
         return Received(header.event_id, "duplicate", header=header)
     remember_flags(conn, header)
+    if header.event_type == consent.NOTICE:
+        consent.restrict(conn, header, opened.payload, now)
     receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
     queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)
@@ -284,6 +306,8 @@ def inbound_record(opened: sealing.OpenedEvent) -> dict[str, Any]:
         "correlation_id": h.correlation_id,
         "created_at": h.created_at.isoformat(),
         "handling_code": h.handling_code,
+        "handling_conditions": h.handling_conditions,
+        "forward_of": h.forward_of,
         "agreement_id": h.agreement_id,
         "categories": list(opened.categories),
         "payload": jsonform.to_json(opened.payload),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from casebridge.core.topics import DEFAULT_PARTITIONS
+from casebridge.core.vault import VaultError, parse_master_key
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """The source tree (``services/casebridge/runtime`` is three levels below it)."""
@@ -35,6 +37,7 @@ class Settings:
     http_host: str = "127.0.0.1"  # where the node API and the monitor listen
     http_tls_cert: str = ""  # PEM certificate chain: the node API and the monitor speak HTTPS
     http_tls_key: str = field(default="", repr=False)  # its private key (a path; never printed)
+    master_key: bytes = field(default=b"", repr=False)  # a node's at-rest master key; never printed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +61,7 @@ class Settings:
             http_host=env.get("CASEBRIDGE_HTTP_HOST", base.http_host),
             http_tls_cert=env.get("CASEBRIDGE_HTTP_TLS_CERT", ""),
             http_tls_key=env.get("CASEBRIDGE_HTTP_TLS_KEY", ""),
+            master_key=master_key_from(env),
         )
 
     @property
@@ -101,3 +105,21 @@ class Settings:
     @property
     def broker_dir(self) -> Path:
         return self.home / "broker"
+
+
+def master_key_from(env: Mapping[str, str]) -> bytes:
+    """``CASEBRIDGE_MASTER_KEY`` (base64 or hex), else the 0600 ``CASEBRIDGE_MASTER_KEY_FILE``, else
+    b"" (a node then uses the generated key file in its own folder)."""
+    if env.get("CASEBRIDGE_MASTER_KEY"):
+        return parse_master_key(env["CASEBRIDGE_MASTER_KEY"])
+    if env.get("CASEBRIDGE_MASTER_KEY_FILE"):
+        return read_key_file(Path(env["CASEBRIDGE_MASTER_KEY_FILE"]))
+    return b""
+
+
+def read_key_file(path: Path) -> bytes:
+    """A master key file, refused unless only its owner may read it (mode 0600 or stricter)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise VaultError(f"{path} must be readable by its owner only (mode {mode:o}, want 600)")
+    return parse_master_key(path.read_text())
