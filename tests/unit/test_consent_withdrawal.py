@@ -115,3 +115,17 @@ def test_a_notice_restricts_only_records_its_sender_provided(world: World, tmp_p
     assert node_consent.restrict(recipient[0], other, payload, NOW) == 0
     elsewhere = Header("n2", consent.NOTICE, PROVIDER, "", NOW, "case-other", (RECIPIENT,))
     assert node_consent.restrict(recipient[0], elsewhere, payload, NOW) == 0
+
+
+def test_a_withdrawal_through_the_group_commit_queues_its_notices_too(world: World, tmp_path: Path) -> None:
+    """POST /events commits through ``submit_many``: a consent.withdrawn there notifies as ``submit``
+    does."""
+    provider, recipient = node(tmp_path, PROVIDER), node(tmp_path, RECIPIENT)
+    send(world, provider[0], {"event_type": "consent.recorded", "to": ["TH"],
+                              "consent_scopes": ["origin_notification"]})
+    send(world, provider[0], event("origin.notified"), recipient)
+    withdrawal = {"case_ref": CASE, "event_type": "consent.withdrawn", "to": ["TH"],
+                  "consent_scopes": ["origin_notification"]}
+    [result] = service.submit_many(world, world.identity(PROVIDER), provider[0], [withdrawal], NOW)
+    assert isinstance(result, service.Submitted) and result.status == "queued"
+    assert [n.recipients for n in notices(provider[0])] == [(RECIPIENT,)]

@@ -125,13 +125,21 @@ def submit(
 ) -> Submitted:
     """Route, seal and queue one event (one transaction); refusals are kept with their code."""
     with store.transaction(conn):
-        result = queue_event(world, me, conn, doc, now)
-        if result.status == "queued" and doc.get("event_type") == "consent.withdrawn":
-            after = case_state_of(conn, parse_event(doc)[1])
-            for notice in consent.withdrawal_notices(world, me, conn, parse_event(doc)[1],
-                                                     list(doc.get("consent_scopes", [])), after, now):
-                queue_event(world, me, conn, notice, now)
-        return result
+        return queue_submitted(world, me, conn, doc, now)
+
+
+def queue_submitted(
+    world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
+) -> Submitted:
+    """A hub's event queued inside the caller's transaction; a consent withdrawal also queues its
+    signed notices to every participant that received records under the scopes withdrawn."""
+    result = queue_event(world, me, conn, doc, now)
+    if result.status == "queued" and doc.get("event_type") == "consent.withdrawn":
+        after = case_state_of(conn, parse_event(doc)[1])
+        for notice in consent.withdrawal_notices(world, me, conn, parse_event(doc)[1],
+                                                 list(doc.get("consent_scopes", [])), after, now):
+            queue_event(world, me, conn, notice, now)
+    return result
 
 
 def submit_many(
@@ -144,7 +152,7 @@ def submit_many(
         for doc in docs:
             conn.execute("SAVEPOINT one")
             try:
-                results.append(queue_event(world, me, conn, doc, now))
+                results.append(queue_submitted(world, me, conn, doc, now))
             except Exception as exc:  # handed back to its caller, as submit would raise it
                 conn.execute("ROLLBACK TO one")
                 results.append(exc)
