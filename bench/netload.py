@@ -127,10 +127,14 @@ def preseal(world: World, folder: Path, flows: Sequence[Flow], events: int) -> l
             if answer.status != "queued":
                 raise RuntimeError(f"{flow.sender} -> {flow.to} refused: {answer.code} {answer.why}")
         rows = store.queued(conn, limit=share + len(consents) + 1)
+        partitions = store.partition_count(conn)
         conn.close()
         with contextlib.suppress(OSError):
             path.unlink()
-        assert [r.sequence for r in rows] == list(range(1, len(rows) + 1))
+        chains: dict[int, list[int]] = {}  # one chain per partition of the sender's outbox
+        for r in rows:
+            chains.setdefault(topics.partition_for(r.case_ref.encode(), partitions), []).append(r.sequence)
+        assert all(seqs == list(range(1, len(seqs) + 1)) for seqs in chains.values())
         out += [
             Sealed(f"cb.out.{flow.sender}", r.case_ref.encode(), r.envelope or b"", r.event_id,
                    r.recipients, r.event_id in consents)
