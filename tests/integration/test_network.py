@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from confluent_kafka import TopicPartition as KafkaPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casebridge.core import access, avro, issued, sealing, topics
@@ -26,6 +27,7 @@ from casebridge.core.directory import sign_directory
 from casebridge.core.keys import generate_identity
 from casebridge.core.model import Header
 from casebridge.demo import localnet, scenario
+from casebridge.runtime import ckafka
 from casebridge.runtime.kafka import new_consumer, new_producer
 from casebridge.runtime.keystore import directory_from_keystore, read_participants
 from casebridge.runtime.settings import Settings
@@ -211,6 +213,41 @@ async def quarantined(
         pass
     finally:
         await consumer.stop()
+    return found
+
+
+def test_every_inbox_record_parses_as_a_cloudevent(net: localnet.LocalNet) -> None:
+    """After the case, a breach and a refusal, every record on every cb.in.* topic (deliveries, the
+    router's receipt.rejected, the tracker's alerts, nodes' receipts) parses with the CloudEvents
+    SDK in Kafka binary mode, with the event's own id and type."""
+    from cloudevents.v1.kafka import KafkaMessage, from_binary
+
+    records = inbox_records(net.settings)
+    types = set()
+    for headers, key, value in records:
+        event = from_binary(KafkaMessage(headers=headers, key=key, value=value), data_unmarshaller=bytes)
+        assert event["specversion"] == "1.0" and event.data == value
+        types.add(event["type"])
+    assert {"return_plan.proposed", "receipt.delivered", "receipt.rejected", "sla.breached"} <= types
+    say(f"{len(records)} inbox records parsed as CloudEvents: {sorted(types)}")
+
+
+def inbox_records(settings: Settings) -> list[tuple[dict[str, bytes], bytes | None, bytes]]:
+    """(headers, key, value) of every committed record on every cb.in.* topic now."""
+    reader = ckafka.consumer(settings, f"probe-{uuid.uuid4().hex[:6]}", **{"enable.partition.eof": True})
+    names = [t for t in reader.list_topics(timeout=30).topics if t.startswith(topics.IN_PREFIX)]
+    parts = [KafkaPartition(t, p, 0) for t in names for p in range(settings.partitions)]
+    reader.assign(parts)
+    remaining, found = {(tp.topic, tp.partition) for tp in parts}, []
+    try:
+        while remaining:
+            for m in reader.consume(1000, 1.0):
+                if m.error() is not None:
+                    remaining.discard((m.topic(), m.partition()))
+                    continue
+                found.append((dict(m.headers() or []), m.key(), m.value()))
+    finally:
+        reader.close()
     return found
 
 
