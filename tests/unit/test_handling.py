@@ -12,10 +12,11 @@ import pytest
 
 from casebridge.core import handling, sealing
 from casebridge.core.directory import revoke
+from casebridge.core.errors import Malformed
 from casebridge.core.jsonform import to_json
 from casebridge.core.model import CaseState, Header
 from casebridge.core.routing import Deliver, Reject, route
-from casebridge.node import protection, service, store
+from casebridge.node import protection, service, store, validate
 from casebridge.node import vault as node_vault
 from casebridge.runtime.world import World, bootstrap_network
 from tests.unit.envelope_factories import example_payload
@@ -168,3 +169,32 @@ def test_a_permission_signed_with_a_revoked_key_is_refused(world: World) -> None
     good = permitted(world, forward_header())
     revoked = revoke(world.directory, good.permit_key_id or "", NOW - timedelta(minutes=1))
     assert "no current signing key" in str(handling.check_forward(good, revoked))
+
+
+FORWARD_DOC: dict[str, Any] = {
+    "event_type": "return_plan.proposed", "case_ref": "case-h2", "to": ["VN"], "handling_code": "H2",
+    "forward_of": "7d1f0a52-3f5e-4a0b-9b8e-2f7f3c1d9e01", "permitted_by": PROVIDER,
+    "permit_key_id": "0123456789abcdef", "permit_signature": bytes(64),
+}
+
+
+@pytest.mark.parametrize(("change", "refused"), [
+    ({}, None),
+    ({"handling_conditions": None}, None),
+    ({"permit_signature": bytes(63)}, "permit_signature"),
+    ({"permit_signature": "AAAA" * 22}, "permit_signature"),
+    ({"permit_key_id": None}, "come together"),
+    ({"forward_of": None}, "come together"),
+    ({"permitted_by": "somebody"}, "permitted_by"),
+    ({"permit_key_id": "k" * 65}, "permit_key_id"),
+])
+def test_a_forward_document_carries_the_provider_s_permission_whole_and_as_bytes(
+        change: dict[str, Any], refused: str | None) -> None:
+    """The node's own forward document (``request_forward``) passes validation; a permission that
+    is partial, off a forward, or whose signature is not 64 bytes is ``Malformed``."""
+    doc = {**FORWARD_DOC, **change}
+    if refused is None:
+        assert validate.event_document(doc) is doc
+    else:
+        with pytest.raises(Malformed, match=refused):
+            validate.event_document(doc)

@@ -130,6 +130,7 @@ async def test_clients_file_is_private_and_holds_no_token(api: tuple[Client, Pat
     assert token not in path.read_text() and auth.token_hash(token) in path.read_text()
 
 
+FORWARDED = "7d1f0a52-3f5e-4a0b-9b8e-2f7f3c1d9e02"
 BAD_BODIES: list[tuple[str, bytes, int, str]] = [
     ("malformed JSON", b'{"event_type": ', 400, "malformed"),
     ("not UTF-8", b"\xff\xfe{}", 400, "malformed"),
@@ -145,6 +146,18 @@ BAD_BODIES: list[tuple[str, bytes, int, str]] = [
     ("too many recipients", json.dumps(event(to=["KH"] * 33)).encode(), 400, "malformed"),
     ("correlation_id not a string", json.dumps(event(correlation_id=[1])).encode(), 400, "malformed"),
     ("witness_hold not a boolean", json.dumps(event(witness_hold="yes")).encode(), 400, "malformed"),
+    ("handling_conditions a list", json.dumps(event(handling_conditions=["x"])).encode(), 400, "malformed"),
+    ("handling_conditions of 501 characters", json.dumps(event(handling_code="H3",
+                                                               handling_conditions="c" * 501)).encode(),
+     400, "malformed"),
+    ("handling_conditions with a control character", json.dumps(event(handling_conditions="a\x00b")).encode(),
+     400, "malformed"),
+    ("forward_of not a UUID", json.dumps(event(forward_of="e-orig")).encode(), 400, "malformed"),
+    ("permitted_by alone", json.dumps(event(forward_of=FORWARDED, permitted_by="TH.MSDHS")).encode(), 400,
+     "malformed"),
+    ("a permission as JSON", json.dumps(event(forward_of=FORWARDED, permitted_by="TH.MSDHS",
+                                              permit_key_id="0123456789abcdef",
+                                              permit_signature="QUFB" * 22)).encode(), 400, "malformed"),
     ("body over the size limit", b" " * (limits.MAX_BODY_BYTES + 1), 413, "oversized"),
     ("unknown payload field", json.dumps(event(payload={"operational": {"x": 1}})).encode(), 422,
      "schema_invalid"),
@@ -165,6 +178,15 @@ async def test_bad_events_get_a_4xx_with_a_stable_code(
                                                                 "content-type": "application/json"})
     assert (response.status, (await response.json())["code"]) == (status, code)
     assert (await client.get("/health")).status == 200
+
+
+async def test_an_h3_event_with_its_conditions_is_queued(api: tuple[Client, Path]) -> None:
+    """POST /events takes an H3 event's conditions (bounded, printable) and queues it."""
+    client, home = api
+    token = add_client(home, "hub", ("submit",))
+    doc = event(handling_code="H3", handling_conditions="not to be shared with police")
+    response = await client.post("/events", json=doc, headers=bearer(token))
+    assert (response.status, (await response.json())["status"]) == (202, "queued")
 
 
 async def test_a_reused_event_id_gets_409_replay(api: tuple[Client, Path]) -> None:
