@@ -235,6 +235,18 @@ async def test_inbox_limit_outside_1_to_500_gets_400_malformed(api: tuple[Client
     assert (response.status, (await response.json())["code"]) == (400, "malformed")
 
 
+@pytest.mark.parametrize("after", ["9" * 30, "9223372036854775808", "\u00b2", "\u0663"])
+async def test_inbox_cursor_that_is_no_arrival_number_gets_400_malformed(
+    api: tuple[Client, Path], after: str
+) -> None:
+    """?after= in digits past SQLite's largest rowid, or in digits other than ASCII, is 400 malformed
+    (never a server error)."""
+    client, home = api
+    token = add_client(home, "hub")
+    response = await client.get("/inbox", params={"after": after}, headers=bearer(token))
+    assert (response.status, (await response.json())["code"]) == (400, "malformed")
+
+
 async def test_inbox_pages_with_a_valid_limit(api: tuple[Client, Path]) -> None:
     """A reader client gets an empty first page with no cursor from an empty inbox."""
     client, home = api

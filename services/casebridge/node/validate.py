@@ -31,6 +31,7 @@ PERMIT_FIELDS = ("permitted_by", "permit_key_id", "permit_signature")
 MAX_HANDLING_CONDITIONS = 500  # H3 conditions: a sentence or two of terms, never personal data
 MAX_KEY_ID = 64  # directory key ids are 16 hex characters (core.keys.key_id); room for others
 SIGNATURE_BYTES = 64  # Ed25519
+MAX_ARRIVAL = 2**63 - 1  # the largest SQLite rowid: an inbox page cursor
 
 
 def event_document(body: object) -> Mapping[str, Any]:
@@ -137,11 +138,16 @@ def page_limit(raw: str | None, default: int = 50) -> int:
 
 
 def page_cursor(raw: str | None) -> str:
-    """The ``after`` query parameter: a ``next`` cursor of an earlier page (or nothing)."""
+    """The ``after`` query parameter: a ``next`` cursor of an earlier page (or nothing). A cursor
+    is an arrival number, an SQLite rowid: digits other than ASCII, or past the largest rowid, are
+    ``Malformed``; other text that is no cursor gives an empty page (``store.inbox_page``)."""
     if raw is None:
         return ""
     if len(raw) > limits.MAX_CURSOR or not raw.isprintable():
         raise Malformed("after must be the next cursor of an earlier page")
+    if raw.isdigit() and not (raw.isascii() and int(raw) <= MAX_ARRIVAL):
+        raise Malformed(f"after must be the next cursor of an earlier page (an arrival number up to "
+                        f"{MAX_ARRIVAL})")
     return raw
 
 
