@@ -3,12 +3,14 @@
 HTTP API (OpenAPI: ``deploy/openapi/node.yaml``): ``POST /events`` seals and queues an event,
 ``GET /events/{id}`` its status and receipts, ``GET /inbox`` the decrypted events addressed to
 this participant (paged), ``POST /inbox/{id}/processed`` marks one handled (queues the signed
-``receipt.processed``), ``GET /health``.
+``receipt.processed``), ``GET /health``; the protection routes of ``node.protection_api``
+(``GET /records/{id}``, ``POST /cases/{case}/shred``, ``POST /records/{id}/forward``,
+``POST /events/{id}/permissions``). Every route but /health needs a client's token with a scope
+of ``ROUTE_SCOPES``, checked by ``guard``, which also answers every refusal.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -21,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from casebridge.core import limits
-from casebridge.core.errors import CaseBridgeError, Malformed
+from casebridge.core.errors import CaseBridgeError
 from casebridge.core.keys import Identity
 from casebridge.node import auth, protection_api, service, store, validate
 from casebridge.node.groupcommit import GroupCommit
@@ -89,10 +91,18 @@ ROUTE_SCOPES: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/events/{id}"): frozenset({"submit", "read"}),
     ("GET", "/inbox"): frozenset({"read"}),
     ("POST", "/inbox/{id}/processed"): frozenset({"process"}),
+    ("GET", "/records/{id}"): frozenset({"read"}),
+    ("POST", "/records/{id}/forward"): frozenset({"submit"}),
+    ("POST", "/events/{id}/permissions"): frozenset({"submit"}),
+    ("POST", "/cases/{case}/shred"): frozenset({"process"}),
 }
-"""The scopes that let a client call each operation (any one of them); /health needs none."""
+"""The scopes that let a client call each operation (any one of them); /health needs none.
+A forward and a permission send an event (``submit``); shredding acts on what the node received
+and stored, as marking it processed does (``process``), so a read-only or submit-only client
+cannot destroy a case."""
 
-STATUS_OF_CODE = {"unauthenticated": 401, "forbidden": 403, "oversized": 413, "replay": 409}
+STATUS_OF_CODE = {"unauthenticated": 401, "forbidden": 403, "oversized": 413, "replay": 409,
+                  "not_found": 404, "not_configured": 409, "handling_restricted": 403}
 CODE_OF_STATUS = {404: "not_found", 405: "method_not_allowed", 413: "oversized", 415: "malformed"}
 
 
@@ -158,11 +168,7 @@ def refusal(status: int, code: str, why: str) -> web.Response:
 
 async def json_body(request: web.Request) -> Any:
     """The request's body as JSON (``Malformed`` if it is not JSON; 413 past the size limit)."""
-    raw = await request.read()
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise Malformed(f"the body is not JSON: {type(exc).__name__}") from exc
+    return validate.json_body(await request.read())
 
 
 async def post_event(request: web.Request) -> web.Response:
