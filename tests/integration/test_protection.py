@@ -25,8 +25,8 @@ import pytest
 from casebridge.core import access, sealing
 from casebridge.core.jsonform import to_json
 from casebridge.core.model import Header
+from casebridge.demo import localnet
 from casebridge.node import service, store
-from casebridge.runtime import localnet
 from casebridge.runtime.kafka import new_consumer, new_producer
 from tests.conftest import KafkaHandle
 from tests.support import canaried, fresh_name
