@@ -187,6 +187,7 @@ FORWARD_DOC: dict[str, Any] = {
     ({"forward_of": None}, "come together"),
     ({"permitted_by": "somebody"}, "permitted_by"),
     ({"permit_key_id": "k" * 65}, "permit_key_id"),
+    ({"permit_key_id": ""}, "permit_key_id"),
 ])
 def test_a_forward_document_carries_the_provider_s_permission_whole_and_as_bytes(
         change: dict[str, Any], refused: str | None) -> None:

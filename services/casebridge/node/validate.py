@@ -111,8 +111,8 @@ def check_permit(doc: Mapping[str, Any], given: list[str]) -> None:
     if not isinstance(doc["permitted_by"], str) or not PARTICIPANT_ID.match(doc["permitted_by"]):
         raise Malformed("permitted_by must be a participant id")
     key_id = doc["permit_key_id"]
-    if not isinstance(key_id, str) or len(key_id) > MAX_KEY_ID or not key_id.isprintable():
-        raise Malformed(f"permit_key_id must be a key id of at most {MAX_KEY_ID} printable characters")
+    if not isinstance(key_id, str) or not key_id or len(key_id) > MAX_KEY_ID or not key_id.isprintable():
+        raise Malformed(f"permit_key_id must be a key id of 1 to {MAX_KEY_ID} printable characters")
     signature = doc["permit_signature"]
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
         raise Malformed("permit_signature is the provider's Ed25519 signature, which the node sets from "
