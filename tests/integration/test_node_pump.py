@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -155,6 +156,50 @@ def test_the_inbox_stores_each_event_once_and_commits_after_storing(
     assert committed(kafka.settings, topic, group) == 21
     assert len(store.inbox_page(node.conn, "", 500)) == 20
     assert [r.event_type for r in store.queued(node.conn, 500)] == ["receipt.delivered"] * 20
+
+
+def test_a_batch_the_store_failed_on_is_read_again_and_stored_once(
+    world: World, kafka: KafkaHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SQLite error while storing a batch (SQLITE_PROTOCOL was seen after a restart) does not end
+    the inbox loop: nothing is committed, the batch is read again and stored once."""
+    topic, group = fresh_name("inbox"), fresh_name("group")
+    asyncio.run(ensure_topics(kafka.settings, [topic], partitions=1))
+    sender = store.connect(tmp_path / "sender.sqlite")
+    results = service.submit_many(world, world.identity(SENDER), sender,
+                                  [event(f"case-{n}") for n in range(5)], datetime.now(UTC))
+    producer = ckafka.producer(kafka.settings)
+    for r in results:
+        assert isinstance(r, service.Submitted)
+        row = store.outbox_row(sender, r.event_id)
+        assert row is not None and row.envelope is not None
+        producer.produce(topic, row.envelope, key=row.case_ref.encode())
+    assert producer.flush(30) == 0
+    real, failures = service.receive_many, []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("locking protocol")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "receive_many", flaky)
+    settings = settings_for(kafka, tmp_path / "home")
+    node = Node(settings, world, world.identity(RECIPIENT),
+                store.connect(node_db(settings.home, RECIPIENT), settings.partitions))
+    stop = threading.Event()
+    thread = threading.Thread(target=pump.receive_forever, args=(node, settings, stop, topic, group))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while committed(kafka.settings, topic, group) < 5 and time.monotonic() < deadline:
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert failures == [1] and not thread.is_alive()
+    assert committed(kafka.settings, topic, group) == 5
+    assert len(store.inbox_page(node.conn, "", 500)) == 5
 
 
 def committed(settings: Settings, topic: str, group: str) -> int:

@@ -68,7 +68,7 @@ def run(settings: Settings, world: World, calendars: Mapping[str, Calendar], sca
 
     processor = TrackerProcessor(world, calendars, scale)
     loop = Loop(settings, processor)
-    follow_directory(settings, processor, stop)
+    follow_directory(settings, processor, stop, GROUP)
     return loop.run(stop)
 
 

@@ -81,7 +81,7 @@ def follow_audit(settings: Settings, schemas: avro.SchemaSet, monitor: Monitor, 
     group, nothing committed: the monitor rebuilds at every start) and keeps each record."""
 
     def run() -> None:
-        reader = ckafka.consumer(settings, f"{access.app_id(access.MONITOR)}-reader")
+        reader = ckafka.consumer(settings, access.app_id(access.MONITOR))  # assigned: joins no group
         try:
             parts = reader.list_topics(topic, timeout=30).topics[topic].partitions
             reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)])

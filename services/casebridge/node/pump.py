@@ -183,6 +183,14 @@ def next_offsets(messages: list[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
 
 
+def first_offsets(messages: list[Message]) -> list[TopicPartition]:
+    """Where ``messages`` began, per partition (to read a batch again that was not stored)."""
+    first: dict[tuple[str, int], int] = {}
+    for message in messages:
+        first.setdefault((message.topic(), message.partition()), message.offset())
+    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in first.items()]
+
+
 def wait_until_current(node: Node, stop: threading.Event) -> bool:
     """Wait while the directory in use has expired (fail closed); False when stopped first."""
     said = False
@@ -217,7 +225,15 @@ def receive_forever(node: Node, settings: Settings, stop: threading.Event, topic
             messages = [m for m in consumer.consume(INBOX_BATCH, 0.5) if not inbox_error(m)]
             if not messages or not wait_until_current(node, stop):
                 continue
-            receive_batch(node, conn, messages)
+            try:
+                receive_batch(node, conn, messages)
+            except sqlite3.Error as exc:  # e.g. SQLITE_PROTOCOL after a restart: the batch again
+                log.error("inbox_store_failed", participant=node.participant, error=type(exc).__name__,
+                          why=str(exc), action="the batch is read again")
+                for tp in first_offsets(messages):
+                    consumer.seek(tp)
+                stop.wait(1.0)
+                continue
             consumer.commit(offsets=next_offsets(messages), asynchronous=True)
             node.wake.set()  # receipts were queued
     finally:
@@ -251,7 +267,8 @@ def start_threads(node: Node, settings: Settings, stop: threading.Event) -> list
     ]
     for thread in threads:
         thread.start()
-    return [*threads, ckafka.follow_directory(settings, node, stop)]
+    return [*threads, ckafka.follow_directory(settings, node, stop,
+                                                   f"casebridge-node-{node.participant}")]
 
 
 async def serve(node: Node, settings: Settings, port: int) -> None:

@@ -100,5 +100,5 @@ def run(settings: Settings, world: World, stop: threading.Event) -> int:
     from casebridge.runtime.ckafka import follow_directory
 
     router = Router(settings, world)
-    follow_directory(settings, router, stop)
+    follow_directory(settings, router, stop, GROUP)
     return router.run(stop)

@@ -62,13 +62,14 @@ def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
 
 
 def follow_topic(
-    settings: Settings, topic: str, apply: Callable[[bytes], None], stop: threading.Event
+    settings: Settings, topic: str, apply: Callable[[bytes], None], stop: threading.Event, group: str
 ) -> threading.Thread:
-    """A thread that reads partition 0 of ``topic`` from its beginning (no group, nothing
-    committed) and calls ``apply`` on every value until ``stop`` is set."""
+    """A thread that reads partition 0 of ``topic`` from its beginning and calls ``apply`` on every
+    value until ``stop`` is set. It joins no group and commits nothing; ``group`` is the service's
+    own group id, the one its principal may use (librdkafka asks that group's coordinator)."""
 
     def run() -> None:
-        reader = consumer(settings, f"casebridge-follow-{settings.sasl_username or 'local'}")
+        reader = consumer(settings, group)
         reader.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         try:
             while not stop.is_set():
@@ -90,7 +91,7 @@ def follow_topic(
     return thread
 
 
-def follow_directory(settings: Settings, holder: Any, stop: threading.Event) -> threading.Thread:
+def follow_directory(settings: Settings, holder: Any, stop: threading.Event, group: str) -> threading.Thread:
     """Apply every directory published on ``cb.directory`` to ``holder.world`` (refresh.py's
     rules: verified against the trust anchor, newer than the one in use)."""
     from casebridge.runtime.refresh import apply_directory
@@ -98,4 +99,4 @@ def follow_directory(settings: Settings, holder: Any, stop: threading.Event) -> 
     def apply(value: bytes) -> None:
         holder.world = apply_directory(holder.world, value, datetime.now(UTC))
 
-    return follow_topic(settings, DIRECTORY, apply, stop)
+    return follow_topic(settings, DIRECTORY, apply, stop, group)

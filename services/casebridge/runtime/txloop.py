@@ -326,7 +326,7 @@ def restore(settings: Settings, processor: Processor, numbers: Sequence[int]) ->
     tables = {n: processor.new_tables() for n in numbers}
     if not numbers:
         return tables
-    reader = ckafka.consumer(settings, f"{processor.group}-restore", **{"enable.partition.eof": True})
+    reader = ckafka.consumer(settings, processor.group, **{"enable.partition.eof": True})  # joins nothing
     reader.assign([TopicPartition(processor.changelog, n, 0) for n in numbers])
     remaining, count = set(numbers), 0
     try:
