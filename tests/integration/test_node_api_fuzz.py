@@ -20,7 +20,7 @@ import pytest
 
 from casebridge.demo import localnet
 from casebridge.localkafka import broker
-from tests.conftest import KafkaHandle, launcher_broker
+from tests.support import KafkaHandle, launcher_broker
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]

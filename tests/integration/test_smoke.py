@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from casebridge.runtime.kafka import ensure_topics, new_consumer, new_producer
-from tests.conftest import KafkaHandle
-from tests.support import fresh_name
+from tests.support import KafkaHandle, fresh_name
 
 pytestmark = pytest.mark.kafka
 
