@@ -144,3 +144,15 @@ def test_the_record_limit_is_the_one_the_broker_and_producers_enforce() -> None:
     assert int(props["message.max.bytes"]) == limits.KAFKA_MESSAGE_BYTES + 12
     default = inspect.signature(AIOKafkaProducer).parameters["max_request_size"].default
     assert default == limits.KAFKA_MESSAGE_BYTES > limits.MAX_RECORD_BYTES
+
+
+def test_plain_start_on_secured_data_fails_at_once_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The other direction: data made with --secure, started without it, is broker_state_mismatch."""
+    from casebridge.cli import main
+
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "nodes").write_text("1 9092 1 0\n")
+    assert main(["broker", "start", "--state-dir", str(tmp_path)]) == 2
+    assert "error [broker_state_mismatch]" in capsys.readouterr().err
