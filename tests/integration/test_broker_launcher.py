@@ -11,7 +11,7 @@ import pytest
 
 from casebridge.localkafka import broker
 from casebridge.runtime.settings import Settings
-from tests.conftest import free_base_port
+from tests.support import free_base_port
 
 pytestmark = pytest.mark.kafka
 

@@ -16,8 +16,8 @@ import pytest
 
 from casebridge.core.model import country_of
 from casebridge.demo import localnet, scenario
-from tests.conftest import launcher_broker
 from tests.integration.test_network import SCALE
+from tests.support import launcher_broker
 
 pytestmark = pytest.mark.kafka
 

@@ -23,8 +23,7 @@ from casebridge.core import avro
 from casebridge.monitor import app, audit, chains, figures, synthetic, web
 from casebridge.runtime.kafka import ensure_topics, new_producer
 from casebridge.runtime.keystore import load_default_schemas
-from tests.conftest import KafkaHandle
-from tests.support import fresh_name
+from tests.support import KafkaHandle, fresh_name
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -32,7 +32,7 @@ from casebridge.runtime.kafka import new_consumer, new_producer
 from casebridge.runtime.keystore import directory_from_keystore, read_participants
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.world import PARTICIPANTS
-from tests.conftest import launcher_broker
+from tests.support import launcher_broker
 
 pytestmark = pytest.mark.kafka
 SCALE = {"CASEBRIDGE_DEADLINE_SCALE": f"{15.0 / (42 * 86400):.3e}"}

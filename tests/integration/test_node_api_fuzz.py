@@ -20,10 +20,11 @@ import pytest
 
 from casebridge.demo import localnet
 from casebridge.localkafka import broker
-from tests.conftest import KafkaHandle, launcher_broker
+from tests.support import KafkaHandle, launcher_broker
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
 NODE = "TH.MSDHS"
 FUZZ_SECONDS = 30  # schemathesis' own time budget (--max-time): the test takes about a minute with its broker
 
@@ -76,9 +77,11 @@ def test_schemathesis_finds_no_server_error_and_no_response_outside_the_spec(
          "--url", net.url(NODE, ""), "--header", f"Authorization: Bearer {net.tokens[NODE]}",
          "--max-time", str(FUZZ_SECONDS), "--workers", "1", "--seed", "13", "--no-color",
          "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-         "--generation-database", "none", "--report-dir", str(tmp_path)],
+         "--request-timeout", "30", "--generation-database", "none", "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=FUZZ_SECONDS + 60, check=False, cwd=tmp_path,
     )
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "schemathesis-node.txt").write_text(done.stdout + done.stderr)
     failures = done.stdout.partition("FAILURES")[2].partition("WARNINGS")[0]
     summary = failures[:6000] + "\n".join(done.stdout.splitlines()[-12:])
     assert done.returncode == 0, summary

@@ -25,7 +25,7 @@ from casebridge.runtime import acl, preflight
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics, sync_topics
 from casebridge.runtime.world import World, bootstrap_network
-from tests.conftest import launcher_broker
+from tests.support import launcher_broker
 
 pytestmark = pytest.mark.kafka
 

@@ -1,19 +1,14 @@
-"""Smoke tests on the real broker: the client factories and a faust worker process."""
+"""Smoke tests on the real broker: the aiokafka client factories the tooling uses."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
 from casebridge.runtime.kafka import ensure_topics, new_consumer, new_producer
-from tests.conftest import KafkaHandle
-from tests.support import fresh_name
+from tests.support import KafkaHandle, fresh_name
 
 pytestmark = pytest.mark.kafka
 
@@ -60,43 +55,3 @@ async def test_producer_defaults_are_durable(kafka: KafkaHandle) -> None:
         assert producer._txn_manager.producer_id >= 0, "the broker must have assigned a producer id"
     finally:
         await producer.stop()
-
-
-async def test_faust_agent_runs_as_a_real_worker(kafka: KafkaHandle) -> None:
-    """A faust worker process consumes one topic and produces the transformed value to another."""
-    source, sink = fresh_name("in"), fresh_name("out")
-    await ensure_topics(kafka.settings, [source, sink], partitions=2)
-    env = {
-        **os.environ,
-        **kafka.env(),
-        "SMOKE_IN": source,
-        "SMOKE_OUT": sink,
-        "SMOKE_APP_ID": fresh_name("app"),
-    }
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.integration.smoke_app",
-            "worker",
-            "--loglevel",
-            "warn",
-            "--without-web",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        producer = new_producer(kafka.settings)
-        await producer.start()
-        for n in range(3):
-            await producer.send_and_wait(source, f"hello {n}".encode(), key=f"k{n}".encode())
-        await producer.stop()
-        got = await consume(kafka, sink, 3, timeout=90)
-    except TimeoutError:
-        got = []
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        output = worker.communicate(timeout=60)[0].decode(errors="replace")
-    assert sorted(got) == [(f"k{n}".encode(), f"HELLO {n}".encode(), []) for n in range(3)], output

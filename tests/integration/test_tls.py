@@ -19,7 +19,7 @@ from casebridge.demo import localnet, scenario
 from casebridge.localkafka import tls
 from casebridge.runtime.kafka import ensure_topics, new_consumer, new_producer
 from casebridge.runtime.settings import Settings
-from tests.conftest import KafkaHandle, launcher_broker
+from tests.support import KafkaHandle, launcher_broker
 
 pytestmark = pytest.mark.kafka
 

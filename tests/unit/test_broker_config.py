@@ -129,3 +129,30 @@ def test_the_same_options_again_pass_the_layout_check(tmp_path: Path) -> None:
     (tmp_path / "nodes").write_text("1 9092 1 0\n")
     broker.check_layout(broker.BrokerSpec(state_dir=tmp_path, cache_dir=tmp_path, pom=tmp_path / "pom.xml",
                                           secure=True))
+
+
+def test_the_record_limit_is_the_one_the_broker_and_producers_enforce() -> None:
+    """The launcher's message.max.bytes and aiokafka's default max_request_size are the limit
+    the nodes check before queueing (core/limits.py), so nothing a node queued is refused for size."""
+    import inspect
+
+    from aiokafka import AIOKafkaProducer
+
+    from casebridge.core import limits
+
+    props = dict(line.split("=", 1) for line in broker.server_properties(spec(), 1).splitlines())
+    assert int(props["message.max.bytes"]) == limits.KAFKA_MESSAGE_BYTES + 12
+    default = inspect.signature(AIOKafkaProducer).parameters["max_request_size"].default
+    assert default == limits.KAFKA_MESSAGE_BYTES > limits.MAX_RECORD_BYTES
+
+
+def test_plain_start_on_secured_data_fails_at_once_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The other direction: data made with --secure, started without it, is broker_state_mismatch."""
+    from casebridge.cli import main
+
+    (tmp_path / "node-1").mkdir()
+    (tmp_path / "nodes").write_text("1 9092 1 0\n")
+    assert main(["broker", "start", "--state-dir", str(tmp_path)]) == 2
+    assert "error [broker_state_mismatch]" in capsys.readouterr().err

@@ -52,20 +52,3 @@ def test_topics_sync_without_a_broker_is_one_line(
     assert main(["topics", "sync"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("casebridge: error [kafka_unreachable]") and err.count("\n") == 1
-
-
-def test_a_fresh_group_waiting_for_its_coordinator_logs_no_error() -> None:
-    """aiokafka's GroupCoordinatorNotAvailableError during a group's first lookup is not an ERROR
-    line (it is normal at start-up); another aiokafka error still is."""
-    import logging
-
-    from casebridge.runtime.logging import COORDINATOR_LOGGER, coordinator_not_available_is_info
-
-    def record(message: str) -> logging.LogRecord:
-        return logging.LogRecord(COORDINATOR_LOGGER, logging.ERROR, __file__, 1, message, (), None)
-
-    waiting = record("Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError")
-    coordinator_not_available_is_info(waiting)
-    assert waiting.levelno == logging.INFO
-    other = record("Group Coordinator Request failed: [Error 30] GroupAuthorizationFailedError")
-    assert coordinator_not_available_is_info(other) and other.levelno == logging.ERROR

@@ -83,3 +83,16 @@ async def test_serving_stops_within_seconds_of_being_cancelled_with_a_client_con
         assert time.monotonic() - begun < 5
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+async def test_a_request_line_past_8_kib_reaches_the_application() -> None:
+    """A 20 KiB query string is answered by the application (in JSON), not refused by aiohttp's
+    parser in text/plain before any handler runs."""
+    port = free_port()
+    runner = await http.start(hello_app(), "127.0.0.1", port, None)
+    try:
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(f"http://127.0.0.1:{port}/health", params={"after": "x" * 20_000})
+            assert (response.status, response.content_type) == (200, "application/json")
+    finally:
+        await runner.cleanup()

@@ -130,3 +130,30 @@ def test_every_package_is_placed_in_a_layer() -> None:
     packages = {p.name for p in (ROOT / "services" / "casebridge").iterdir()
                 if p.is_dir() and (p / "__init__.py").exists()}
     assert packages == {*LAYERS, "cli"}
+
+
+def readme_commands() -> list[str]:
+    """Every ``casebridge …`` command in README's shell blocks (without ``&``, comments, ``$(…)``)."""
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = []
+    for line in "\n".join(blocks).splitlines():
+        match = re.search(r"(?:\.venv/bin/)?\bcasebridge ([^)&#\n]+)", line)
+        if match:
+            found.append(match.group(1).strip())
+    return found
+
+
+def test_every_casebridge_command_in_readme_parses() -> None:
+    """Each command README shows is one the CLI accepts (subcommands and options as written)."""
+    import shlex
+
+    from casebridge.cli import build_parser
+
+    commands = readme_commands()
+    assert len(commands) >= 15
+    parser = build_parser()
+    for command in commands:
+        try:
+            parser.parse_args(shlex.split(command))
+        except SystemExit:
+            raise AssertionError(f"README shows `casebridge {command}`, which the CLI refuses") from None

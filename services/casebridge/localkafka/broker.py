@@ -32,6 +32,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
+from casebridge.core import limits
 from casebridge.core.errors import CaseBridgeError
 from casebridge.localkafka import tls
 
@@ -275,6 +276,8 @@ def server_properties(spec: BrokerSpec, node: int) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",
         "log.retention.hours": "168",
+        # the record limit every node checks before queueing (core/limits.py); + 12: batch header
+        "message.max.bytes": str(limits.KAFKA_MESSAGE_BYTES + 12),
     }
     if spec.secure:
         client = f"{spec.listener}://{spec.host}:{spec.client_port(node)}"

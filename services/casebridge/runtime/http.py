@@ -16,6 +16,8 @@ from casebridge.core.errors import CaseBridgeError
 from casebridge.runtime.settings import Settings
 
 SHUTDOWN_SECONDS = 2.0  # open connections get this long when the service stops (SIGTERM)
+MAX_LINE_BYTES = 64 * 1024  # request line and each header: past aiohttp's 8 KiB the parser answers
+# in text/plain before any handler runs; up to this the application answers, in JSON with a code
 
 
 class HttpTlsError(CaseBridgeError, ValueError):
@@ -46,7 +48,8 @@ def base_url(host: str, port: int, tls: bool) -> str:
 
 async def start(app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> web.AppRunner:
     """Listen on ``host:port`` (HTTPS with ``tls``); the caller ends it with ``runner.cleanup()``."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS,
+                           max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES)
     await runner.setup()
     await web.TCPSite(runner, host, port, ssl_context=tls).start()
     return runner

@@ -34,22 +34,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(_level(level), logging.WARNING), stream=stream)
-    logging.getLogger(COORDINATOR_LOGGER).addFilter(coordinator_not_available_is_info)
     _configured = True
-
-
-COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
-
-
-def coordinator_not_available_is_info(record: logging.LogRecord) -> bool:
-    """aiokafka logs every retried coordinator lookup at ERROR, and a fresh group's first lookup
-    always fails with GroupCoordinatorNotAvailableError while the broker creates
-    ``__consumer_offsets``: a normal start-up state, logged here at INFO (aio-libs/aiokafka#44;
-    docs/decisions/0003-coordinator-not-available.md). Other errors keep their level."""
-    if record.levelno == logging.ERROR and "CoordinatorNotAvailable" in record.getMessage():
-        record.levelno, record.levelname = logging.INFO, "INFO"
-        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
-    return True
 
 
 def _level(name: str) -> int:
