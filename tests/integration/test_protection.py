@@ -28,8 +28,7 @@ from casebridge.core.model import Header
 from casebridge.demo import localnet
 from casebridge.node import service, store
 from casebridge.runtime.kafka import new_consumer, new_producer
-from tests.conftest import KafkaHandle
-from tests.support import canaried, fresh_name
+from tests.support import KafkaHandle, canaried, fresh_name
 from tests.unit.envelope_factories import example_payload
 
 pytestmark = pytest.mark.kafka
