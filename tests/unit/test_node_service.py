@@ -374,3 +374,24 @@ def test_inbox_page_pages_received_events(world: World, tmp_path: Path) -> None:
 def test_status_of_unknown_event(world: World, tmp_path: Path) -> None:
     """An event neither sent nor named by a receipt has no status."""
     assert service.status_of(node(tmp_path, SENDER), "nothing") is None
+
+
+@pytest.mark.parametrize(("whose", "outcome", "status"), [
+    ("ours", "receipt", "rejected"),  # the router refused what we published
+    ("a copy", "receipt_ignored", "queued"),  # someone wrote a copy of ours to their outbox
+])
+def test_a_rejection_changes_our_event_only_when_it_names_the_bytes_we_published(
+    world: World, tmp_path: Path, whose: str, outcome: str, status: str
+) -> None:
+    """A signed receipt.rejected names the hash of the refused bytes; one that names other bytes
+    than the envelope we published under that event id leaves our record as it was."""
+    from casebridge.core import issued
+
+    sender, event_id, data = sent_to_recipient(world, tmp_path)
+    header = sealing.verify(data, world.directory, NOW, world.max_age, schemas=world.schemas).header
+    refused = data if whose == "ours" else data + b"copy"
+    _, receipt = issued.rejection(world.schemas, world.directory, world.identity(issued.ROUTER), header,
+                                  SENDER, sealing.envelope_hash(refused), "sender_topic_mismatch", "why", NOW)
+    got = service.receive(world, world.identity(SENDER), sender, receipt, NOW)
+    assert got.outcome == outcome
+    assert service.status_of(sender, event_id)["status"] == status  # type: ignore[index]

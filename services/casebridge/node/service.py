@@ -277,13 +277,11 @@ def take_inbound(
     header = opened.header
     if header.event_type in RECEIPT_KINDS:
         operational = opened.payload.get("operational") or {}
+        answered = operational.get("for_event_id") or header.correlation_id or ""
+        if header.event_type == "receipt.rejected" and not refuses_ours(conn, answered, operational):
+            return Received(header.event_id, "receipt_ignored", "not_what_we_sent", header=header)
         store.record_receipt(
-            conn,
-            operational.get("for_event_id") or header.correlation_id or "",
-            RECEIPT_KINDS[header.event_type],
-            header.sender,
-            operational.get("code"),
-            now,
+            conn, answered, RECEIPT_KINDS[header.event_type], header.sender, operational.get("code"), now
         )
         return Received(header.event_id, "receipt", header=header)
     record = inbound_record(opened)
@@ -295,6 +293,17 @@ def take_inbound(
     receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
     queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)
+
+
+def refuses_ours(conn: sqlite3.Connection, event_id: str, operational: Mapping[str, Any]) -> bool:
+    """Whether a rejection names the bytes this node published under ``event_id``: the router
+    rejects a copy of our envelope that someone else wrote to their outbox by its own hash, and
+    that must not mark our delivered event rejected. A rejection naming no hash is taken."""
+    named = operational.get("envelope_hash") or b""
+    row = store.outbox_row(conn, event_id)
+    if not named or row is None or row.envelope is None:
+        return True
+    return bool(sealing.envelope_hash(row.envelope) == named)
 
 
 def check_content(world: World, opened: sealing.OpenedEvent) -> None:
