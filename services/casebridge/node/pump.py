@@ -129,10 +129,14 @@ def settle(pub: Publisher, conn: sqlite3.Connection, now: datetime) -> list[stor
                 pub.suspects.add(row.event_id)
             pub.failed = pub.failed or error
     if published or oversized:
-        with store.transaction(conn):
-            store.mark_published_many(conn, [row.event_id for row in published], now)
-            for row in oversized:
-                store.mark_oversized(conn, row.event_id)
+        try:
+            with store.transaction(conn):
+                store.mark_published_many(conn, [row.event_id for row in published], now)
+                for row in oversized:
+                    store.mark_oversized(conn, row.event_id)
+        except sqlite3.Error:  # nothing was marked: the same reports are recorded on the next try
+            pub.reports = [r for r in reports if r[1] is None or r[0] in oversized] + pub.reports
+            raise
     for row in oversized:
         log.error("publish_refused", event_id=row.event_id, case_ref=row.case_ref, code="oversized",
                   size=len(row.envelope or b""))
@@ -155,9 +159,20 @@ def publish_forever(node: Node, settings: Settings, stop: threading.Event) -> No
     pub = Publisher(topics.outbox(node.participant), ckafka.producer(settings, **PUBLISHER_CONFIG))
     backoff = 0.5
     while not stop.is_set():
-        handed = hand_over(pub, conn)
-        pub.producer.poll(0.05 if pub.in_flight else 0)
-        for row in settle(pub, conn, datetime.now(UTC)):
+        try:
+            handed = hand_over(pub, conn)
+            pub.producer.poll(0.05 if pub.in_flight else 0)
+            settled = settle(pub, conn, datetime.now(UTC))
+        except sqlite3.Error as exc:  # e.g. SQLITE_PROTOCOL after a restart: on a new connection;
+            # a row sent but not marked is sent again, and the router drops the same bytes twice
+            log.error("outbox_store_failed", participant=node.participant, error=type(exc).__name__,
+                      why=str(exc), action="again on a new connection")
+            conn.close()
+            stop.wait(1.0)
+            conn = store.connect(node_db(settings.home, node.participant))
+            conn.execute("PRAGMA synchronous=NORMAL")
+            continue
+        for row in settled:
             log.info("published", participant=node.participant, event_id=row.event_id,
                      event_type=row.event_type, case_ref=row.case_ref, partition=row.partition,
                      sequence=row.sequence)
@@ -229,10 +244,12 @@ def receive_forever(node: Node, settings: Settings, stop: threading.Event, topic
                 receive_batch(node, conn, messages)
             except sqlite3.Error as exc:  # e.g. SQLITE_PROTOCOL after a restart: the batch again
                 log.error("inbox_store_failed", participant=node.participant, error=type(exc).__name__,
-                          why=str(exc), action="the batch is read again")
+                          why=str(exc), action="the batch is read again, on a new connection")
                 for tp in first_offsets(messages):
                     consumer.seek(tp)
+                conn.close()
                 stop.wait(1.0)
+                conn = store.connect(node_db(settings.home, node.participant))
                 continue
             consumer.commit(offsets=next_offsets(messages), asynchronous=True)
             node.wake.set()  # receipts were queued
