@@ -6,6 +6,7 @@ is for other local users.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -21,7 +22,14 @@ def private_dir(path: Path, root: Path | None = None) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` empty as 0600 if it is missing; tighten it to 0600 if it exists."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    """Create ``path`` empty as 0600 if it is missing; tighten it to 0600 if it exists.
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, and SQLite's locks on a store, its WAL and its ``-shm`` index are
+    such locks (opening and closing ``node.sqlite-shm`` beside a live connection corrupted the
+    WAL index: SQLITE_PROTOCOL, "locking protocol", in the fault suite)."""
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):  # made meanwhile by someone else: only tighten it
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     os.chmod(path, 0o600)
     return path
