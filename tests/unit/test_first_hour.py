@@ -44,11 +44,12 @@ def test_an_unsecured_broker_that_does_not_answer_is_kafka_unreachable() -> None
 def test_topics_sync_without_a_broker_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`casebridge topics sync` against no broker exits 2 with one kafka_unreachable line."""
+    """`casebridge topics sync` against no broker exits 75 (EX_TEMPFAIL: try again) with one
+    kafka_unreachable line."""
     monkeypatch.setenv("CASEBRIDGE_HOME", str(tmp_path))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{closed_port()}")
     assert main(["trust"]) == 0
     capsys.readouterr()
-    assert main(["topics", "sync"]) == 2
+    assert main(["topics", "sync"]) == 75
     err = capsys.readouterr().err
     assert err.startswith("casebridge: error [kafka_unreachable]") and err.count("\n") == 1

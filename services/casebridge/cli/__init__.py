@@ -1,7 +1,8 @@
 """``casebridge`` command line: a thin shell over the packages; each group registers itself here.
 
 Every command returns a process exit code; a ``CaseBridgeError`` becomes one line on stderr with
-its stable code and exit status 2, never a traceback.
+its stable code and exit status 2, never a traceback; 75 (EX_TEMPFAIL) when it is temporary
+(``kafka_unreachable``: the brokers did not answer), so that a supervisor starts the service again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from casebridge.cli import broker, demo, envelope, monitor, network, policy, sec
 from casebridge.core.errors import CaseBridgeError
 
 GROUPS = (broker, demo, network, envelope, policy, monitor, security, stats)
+
+TEMPFAIL = 75  # EX_TEMPFAIL, as a worker fenced for good exits: a supervisor tries again
+TEMPORARY = frozenset({"kafka_unreachable"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except CaseBridgeError as exc:
         print(f"casebridge: error [{exc.code}]: {exc.why}", file=sys.stderr)
-        return 2
+        return TEMPFAIL if exc.code in TEMPORARY else 2
     except KeyboardInterrupt:
         return 130
     return code

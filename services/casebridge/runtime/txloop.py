@@ -92,10 +92,23 @@ class Loop:
         return consumer
 
     def new_producer(self) -> Producer:
-        producer = ckafka.transactional_producer(
-            self.settings, self.transactional_id, **{"transaction.timeout.ms": TXN_TIMEOUT_MS})
-        producer.init_transactions(60)
-        return producer
+        """A transactional producer of this worker's id, ready (its ``init_transactions`` fences an
+        older one of the id and aborts its open transaction); while the brokers are away, again
+        until they answer. Only a refusal that is not about reaching them is ``Fatal``."""
+        backoff = 0.5
+        while True:
+            producer = ckafka.transactional_producer(
+                self.settings, self.transactional_id, **{"transaction.timeout.ms": TXN_TIMEOUT_MS})
+            try:
+                producer.init_transactions(30)
+                return producer
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if not (error.retriable() or error.code() == KafkaError._TIMED_OUT):
+                    raise Fatal(f"{error.name()}: {error.str()}") from exc
+                log.warning("kafka_retry", what="init_transactions", error=error.name(), backoff=backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     # --- assignment ----------------------------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -270,10 +283,7 @@ class Loop:
         fences the old one); if that fails too, the worker is fenced for good."""
         log.warning("producer_renewed", error=error.name())
         self.producer.flush(1)
-        try:
-            self.producer = self.new_producer()
-        except KafkaException as exc:
-            raise Fatal(exc.args[0].str()) from exc
+        self.producer = self.new_producer()
 
     def rewind(self, messages: list[Message]) -> None:
         """Seek each partition of the batch back to its first offset in the batch."""
