@@ -135,7 +135,7 @@ def cmd_node_submit(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
-    conn = store.connect(node_db(settings.home, args.participant))
+    conn = store.connect(node_db(settings.home, args.participant), settings.partitions)
     result = service.submit(
         world, world.identity(args.participant), conn, json.loads(args.event.read_text()), datetime.now(UTC)
     )
