@@ -272,6 +272,16 @@ def test_receive_many_stores_a_batch_in_one_transaction(world: World, tmp_path: 
     assert not conn.in_transaction
 
 
+def test_receive_many_keeps_the_batch_order_in_the_inbox(world: World, tmp_path: Path) -> None:
+    """Events stored in one batch come back from the inbox in the order they were read."""
+    sender = node(tmp_path, SENDER)
+    ids = [submit(world, sender, event()).event_id for _ in range(8)]
+    conn = node(tmp_path, RECIPIENT)
+    batch = [envelope_of(sender, event_id) for event_id in ids]
+    service.receive_many(world, world.identity(RECIPIENT), conn, batch, NOW)
+    assert [e["event_id"] for e in store.inbox_page(conn, "", 50)] == ids
+
+
 def test_delivered_receipt_names_the_event_and_its_hash(world: World, tmp_path: Path) -> None:
     """The queued receipt.delivered answers the event (correlation id) and goes back to its sender."""
     _, event_id, data = sent_to_recipient(world, tmp_path)

@@ -18,7 +18,7 @@ import sqlite3
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from casebridge.core import handover, jsonform, sealing, topics
@@ -232,9 +232,12 @@ def receive(
 def receive_many(
     world: World, me: Identity, conn: sqlite3.Connection, values: Sequence[bytes], now: datetime
 ) -> list[Received]:
-    """``receive`` for a batch of inbound envelopes, in one transaction."""
+    """``receive`` for a batch of inbound envelopes, in one transaction. The n-th is stamped
+    received ``n`` microseconds after ``now``, so the inbox (in ``received_at`` order) keeps the
+    batch's order, which is the topic's order per case."""
     with store.transaction(conn):
-        return [take_inbound(world, me, conn, data, now) for data in values]
+        return [take_inbound(world, me, conn, data, now + timedelta(microseconds=n))
+                for n, data in enumerate(values)]
 
 
 def take_inbound(
