@@ -13,6 +13,7 @@ import pytest
 from casebridge.core import sealing, topics
 from casebridge.core.errors import Malformed
 from casebridge.core.jsonform import to_json
+from casebridge.core.model import Header
 from casebridge.node import service, store
 from casebridge.runtime.world import World, bootstrap_network
 from tests.unit.envelope_factories import example_payload
@@ -384,3 +385,30 @@ def test_inbox_page_pages_received_events(world: World, tmp_path: Path) -> None:
 def test_status_of_unknown_event(world: World, tmp_path: Path) -> None:
     """An event neither sent nor named by a receipt has no status."""
     assert service.status_of(node(tmp_path, SENDER), "nothing") is None
+
+
+def rejection(world: World, refused: str, case_ref: str, envelope_hash: bytes) -> bytes:
+    """The router's signed receipt.rejected for ``refused``, naming ``envelope_hash``."""
+    header = Header(event_id=str(uuid.uuid4()), event_type="receipt.rejected", sender="REG.ROUTER",
+                    sender_key_id="", created_at=NOW, case_ref=case_ref, to=(SENDER,), handling_code="H0",
+                    correlation_id=refused)
+    payload = {"operational": {"for_event_id": refused, "envelope_hash": envelope_hash, "at": NOW,
+                               "code": "sender_topic_mismatch", "why": "copied", "note": None}}
+    return sealing.seal(header, payload, world.identity("REG.ROUTER"), {SENDER: frozenset({"operational"})},
+                        world.directory, NOW, schemas=world.schemas)
+
+
+@pytest.mark.parametrize(
+    ("named", "status"), [("other", "queued"), ("ours", "rejected"), ("none", "rejected")]
+)
+def test_a_rejection_of_another_envelope_leaves_our_event_alone(
+    world: World, tmp_path: Path, named: str, status: str
+) -> None:
+    """A receipt.rejected naming the hash of an envelope we did not publish (a copy in someone
+    else's outbox) is ignored; one naming ours, or no hash, rejects our event."""
+    conn, event_id, data = sent_to_recipient(world, tmp_path)
+    digest = {"other": bytes(32), "ours": sealing.envelope_hash(data), "none": b""}[named]
+    receipt = rejection(world, event_id, "case-7f3a", digest)
+    outcome = service.receive(world, world.identity(SENDER), conn, receipt, NOW)
+    assert outcome.outcome == ("receipt_ignored" if named == "other" else "receipt")
+    assert service.status_of(conn, event_id)["status"] == status  # type: ignore[index]

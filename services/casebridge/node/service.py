@@ -56,7 +56,7 @@ class Submitted:
 @dataclass(frozen=True)
 class Received:
     event_id: str | None
-    outcome: str  # stored, duplicate, receipt, quarantined
+    outcome: str  # stored, duplicate, receipt, receipt_ignored, quarantined
     code: str | None = None
     header: Header | None = None
 
@@ -253,9 +253,12 @@ def take_inbound(
     header = opened.header
     if header.event_type in RECEIPT_KINDS:
         operational = opened.payload.get("operational") or {}
+        answered = operational.get("for_event_id") or header.correlation_id or ""
+        if not receipt_matches(conn, header.event_type, answered, operational.get("envelope_hash")):
+            return Received(header.event_id, "receipt_ignored", header=header)
         store.record_receipt(
             conn,
-            operational.get("for_event_id") or header.correlation_id or "",
+            answered,
             RECEIPT_KINDS[header.event_type],
             header.sender,
             operational.get("code"),
@@ -268,6 +271,15 @@ def take_inbound(
     receipt = receipt_doc("receipt.delivered", header, sealing.envelope_hash(data), now)
     queue_event(world, me, conn, receipt, now)
     return Received(header.event_id, "stored", header=header)
+
+
+def receipt_matches(conn: sqlite3.Connection, event_type: str, event_id: str, named: bytes | None) -> bool:
+    """False for a ``receipt.rejected`` that names an envelope hash other than the one this node
+    published under that event id (a copy someone else wrote was refused: our record stands)."""
+    if event_type != "receipt.rejected" or not named:
+        return True
+    row = store.outbox_row(conn, event_id)
+    return row is None or row.envelope is None or sealing.envelope_hash(row.envelope) == named
 
 
 def check_content(world: World, opened: sealing.OpenedEvent) -> None:
