@@ -13,6 +13,7 @@ import pytest
 from casebridge.core import sealing, topics
 from casebridge.core.errors import Malformed
 from casebridge.core.jsonform import to_json
+from casebridge.core.model import Header
 from casebridge.node import service, store
 from casebridge.runtime.world import World, bootstrap_network
 from tests.unit.envelope_factories import example_payload
@@ -272,6 +273,16 @@ def test_receive_many_stores_a_batch_in_one_transaction(world: World, tmp_path: 
     assert not conn.in_transaction
 
 
+def test_receive_many_keeps_the_batch_order_in_the_inbox(world: World, tmp_path: Path) -> None:
+    """Events stored in one batch come back from the inbox in the order they were read."""
+    sender = node(tmp_path, SENDER)
+    ids = [submit(world, sender, event()).event_id for _ in range(8)]
+    conn = node(tmp_path, RECIPIENT)
+    batch = [envelope_of(sender, event_id) for event_id in ids]
+    service.receive_many(world, world.identity(RECIPIENT), conn, batch, NOW)
+    assert [e["event_id"] for e in store.inbox_page(conn, "", 50)] == ids
+
+
 def test_delivered_receipt_names_the_event_and_its_hash(world: World, tmp_path: Path) -> None:
     """The queued receipt.delivered answers the event (correlation id) and goes back to its sender."""
     _, event_id, data = sent_to_recipient(world, tmp_path)
@@ -376,22 +387,28 @@ def test_status_of_unknown_event(world: World, tmp_path: Path) -> None:
     assert service.status_of(node(tmp_path, SENDER), "nothing") is None
 
 
-@pytest.mark.parametrize(("whose", "outcome", "status"), [
-    ("ours", "receipt", "rejected"),  # the router refused what we published
-    ("a copy", "receipt_ignored", "queued"),  # someone wrote a copy of ours to their outbox
-])
-def test_a_rejection_changes_our_event_only_when_it_names_the_bytes_we_published(
-    world: World, tmp_path: Path, whose: str, outcome: str, status: str
-) -> None:
-    """A signed receipt.rejected names the hash of the refused bytes; one that names other bytes
-    than the envelope we published under that event id leaves our record as it was."""
-    from casebridge.core import issued
+def rejection(world: World, refused: str, case_ref: str, envelope_hash: bytes) -> bytes:
+    """The router's signed receipt.rejected for ``refused``, naming ``envelope_hash``."""
+    header = Header(event_id=str(uuid.uuid4()), event_type="receipt.rejected", sender="REG.ROUTER",
+                    sender_key_id="", created_at=NOW, case_ref=case_ref, to=(SENDER,), handling_code="H0",
+                    correlation_id=refused)
+    payload = {"operational": {"for_event_id": refused, "envelope_hash": envelope_hash, "at": NOW,
+                               "code": "sender_topic_mismatch", "why": "copied", "note": None}}
+    return sealing.seal(header, payload, world.identity("REG.ROUTER"), {SENDER: frozenset({"operational"})},
+                        world.directory, NOW, schemas=world.schemas)
 
-    sender, event_id, data = sent_to_recipient(world, tmp_path)
-    header = sealing.verify(data, world.directory, NOW, world.max_age, schemas=world.schemas).header
-    refused = data if whose == "ours" else data + b"copy"
-    _, receipt = issued.rejection(world.schemas, world.directory, world.identity(issued.ROUTER), header,
-                                  SENDER, sealing.envelope_hash(refused), "sender_topic_mismatch", "why", NOW)
-    got = service.receive(world, world.identity(SENDER), sender, receipt, NOW)
-    assert got.outcome == outcome
-    assert service.status_of(sender, event_id)["status"] == status  # type: ignore[index]
+
+@pytest.mark.parametrize(
+    ("named", "status"), [("other", "queued"), ("ours", "rejected"), ("none", "rejected")]
+)
+def test_a_rejection_of_another_envelope_leaves_our_event_alone(
+    world: World, tmp_path: Path, named: str, status: str
+) -> None:
+    """A receipt.rejected naming the hash of an envelope we did not publish (a copy in someone
+    else's outbox) is ignored; one naming ours, or no hash, rejects our event."""
+    conn, event_id, data = sent_to_recipient(world, tmp_path)
+    digest = {"other": bytes(32), "ours": sealing.envelope_hash(data), "none": b""}[named]
+    receipt = rejection(world, event_id, "case-7f3a", digest)
+    outcome = service.receive(world, world.identity(SENDER), conn, receipt, NOW)
+    assert outcome.outcome == ("receipt_ignored" if named == "other" else "receipt")
+    assert service.status_of(conn, event_id)["status"] == status  # type: ignore[index]

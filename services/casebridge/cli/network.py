@@ -147,7 +147,7 @@ def cmd_node_submit(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     world = load_world(settings.home, datetime.now(UTC))
-    conn = open_store(settings.home, args.participant)
+    conn = open_store(settings.home, args.participant, settings.partitions)
     doc = validate.event_document(json.loads(args.event.read_text()))
     me = world.in_custody_of(args.participant).identity(args.participant)
     result = service.submit(world, me, conn, doc, datetime.now(UTC))

@@ -50,6 +50,7 @@ log = get_logger("casebridge.node")
 ROUND = 2000  # rows handed to the producer at most at once (and in flight at most)
 INBOX_BATCH = 500
 STOP_SECONDS = 4.0  # everything is asked to stop; past this the process exits regardless
+DRAIN_SECONDS = 1.0  # on stop, the publisher waits this long for reports of rows in flight
 PUBLISHER_CONFIG: dict[str, Any] = {"message.timeout.ms": 0, "linger.ms": 5}
 
 
@@ -172,10 +173,7 @@ def publish_forever(node: Node, settings: Settings, stop: threading.Event) -> No
             conn = store.connect(node_db(settings.home, node.participant))
             conn.execute("PRAGMA synchronous=NORMAL")
             continue
-        for row in settled:
-            log.info("published", participant=node.participant, event_id=row.event_id,
-                     event_type=row.event_type, case_ref=row.case_ref, partition=row.partition,
-                     sequence=row.sequence)
+        say_published(node, settled)
         failure = restart_after_failure(pub)
         if failure is not None:
             log.warning("publish_retry", participant=node.participant, error=failure.name())
@@ -187,7 +185,18 @@ def publish_forever(node: Node, settings: Settings, stop: threading.Event) -> No
             backoff = 0.5
             node.wake.wait(0.5)
             node.wake.clear()
+    drain_until = time.monotonic() + DRAIN_SECONDS  # take the reports already on their way
+    while pub.in_flight and time.monotonic() < drain_until:
+        pub.producer.poll(0.1)
+        say_published(node, settle(pub, conn, datetime.now(UTC)))
     conn.close()
+
+
+def say_published(node: Node, rows: list[store.OutboxRow]) -> None:
+    for row in rows:
+        log.info("published", participant=node.participant, event_id=row.event_id,
+                 event_type=row.event_type, case_ref=row.case_ref, partition=row.partition,
+                 sequence=row.sequence)
 
 
 def next_offsets(messages: list[Message]) -> list[TopicPartition]:

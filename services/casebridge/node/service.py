@@ -55,7 +55,7 @@ class Submitted:
 @dataclass(frozen=True)
 class Received:
     event_id: str | None
-    outcome: str  # stored, duplicate, receipt, quarantined
+    outcome: str  # stored, duplicate, receipt, receipt_ignored, quarantined
     code: str | None = None
     header: Header | None = None
 
@@ -258,7 +258,9 @@ def receive_many(
     world: World, me: Identity, conn: sqlite3.Connection, values: Sequence[bytes], now: datetime,
     vault: Vault | None = None,
 ) -> list[Received]:
-    """``receive`` for a batch of inbound envelopes, in one transaction."""
+    """``receive`` for a batch of inbound envelopes, in one transaction. The n-th is stamped
+    received ``n`` microseconds after ``now``, so the inbox (in ``received_at`` order) keeps the
+    batch's order, which is the topic's order per case."""
     with store.transaction(conn):
         return [take_inbound(world, me, conn, data, now, vault) for data in values]
 
@@ -278,7 +280,7 @@ def take_inbound(
     if header.event_type in RECEIPT_KINDS:
         operational = opened.payload.get("operational") or {}
         answered = operational.get("for_event_id") or header.correlation_id or ""
-        if header.event_type == "receipt.rejected" and not refuses_ours(conn, answered, operational):
+        if not receipt_matches(conn, header.event_type, answered, operational.get("envelope_hash")):
             return Received(header.event_id, "receipt_ignored", "not_what_we_sent", header=header)
         store.record_receipt(
             conn, answered, RECEIPT_KINDS[header.event_type], header.sender, operational.get("code"), now
@@ -295,15 +297,14 @@ def take_inbound(
     return Received(header.event_id, "stored", header=header)
 
 
-def refuses_ours(conn: sqlite3.Connection, event_id: str, operational: Mapping[str, Any]) -> bool:
-    """Whether a rejection names the bytes this node published under ``event_id``: the router
-    rejects a copy of our envelope that someone else wrote to their outbox by its own hash, and
-    that must not mark our delivered event rejected. A rejection naming no hash is taken."""
-    named = operational.get("envelope_hash") or b""
-    row = store.outbox_row(conn, event_id)
-    if not named or row is None or row.envelope is None:
+def receipt_matches(conn: sqlite3.Connection, event_type: str, event_id: str, named: bytes | None) -> bool:
+    """False for a ``receipt.rejected`` that names an envelope hash other than the one this node
+    published under that event id (the router refused a copy someone else wrote to their outbox:
+    our record stands). A rejection naming no hash is taken."""
+    if event_type != "receipt.rejected" or not named:
         return True
-    return bool(sealing.envelope_hash(row.envelope) == named)
+    row = store.outbox_row(conn, event_id)
+    return row is None or row.envelope is None or sealing.envelope_hash(row.envelope) == named
 
 
 def check_content(world: World, opened: sealing.OpenedEvent) -> None:
