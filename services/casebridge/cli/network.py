@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -122,12 +123,31 @@ def cmd_deadlines_run(args: argparse.Namespace) -> int:
     return loop.run(settings, world, calendars, scale, stop_on_signals())
 
 
+STOP_WITHIN = 4.0  # seconds from SIGTERM to exit, under the 5 s a supervisor is promised
+
+
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT: a stream worker ends its batch, leaves its group, exits."""
+    """An event set by SIGTERM or SIGINT: a stream worker ends its batch, leaves its group, exits.
+    Should a Kafka call still block ``STOP_WITHIN`` seconds later (a broker gone mid-commit), the
+    process ends anyway: the open transaction is aborted by its coordinator or by the next
+    worker of the same id, so nothing is lost or delivered twice."""
     stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+        timer = threading.Timer(STOP_WITHIN, force_exit, (signum,))
+        timer.daemon = True
+        timer.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     return stop
+
+
+def force_exit(signum: int) -> None:
+    sys.stderr.write(f"casebridge: stop forced {STOP_WITHIN:.0f} s after {signal.Signals(signum).name}\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:

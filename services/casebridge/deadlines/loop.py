@@ -15,10 +15,12 @@ from casebridge.core.deadlines import Calendar
 from casebridge.core.issued import TRACKER
 from casebridge.core.stream import Change, Record, Step, Tables
 from casebridge.deadlines import step as tracker
+from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
-from casebridge.runtime.txloop import Loop
+from casebridge.runtime.txloop import RESTART_EXIT, Fatal, Loop
 from casebridge.runtime.world import World
 
+log = get_logger("casebridge.deadlines")
 GROUP = "casebridge-deadlines"
 
 
@@ -67,7 +69,11 @@ def run(settings: Settings, world: World, calendars: Mapping[str, Calendar], sca
     from casebridge.runtime.ckafka import follow_directory
 
     processor = TrackerProcessor(world, calendars, scale)
-    loop = Loop(settings, processor)
+    try:
+        loop = Loop(settings, processor)
+    except Fatal as exc:  # refused at the start (its rights): say so, let a supervisor try again
+        log.error("deadlines_fatal", error=str(exc), action=f"exit {RESTART_EXIT}")
+        return RESTART_EXIT
     follow_directory(settings, processor, stop, GROUP)
     return loop.run(stop)
 

@@ -17,10 +17,12 @@ from casebridge.core.issued import ROUTER
 from casebridge.core.stream import Change, Record, Step, Tables
 from casebridge.router import state
 from casebridge.router.step import Ctx, expire, step
+from casebridge.runtime.logging import get_logger
 from casebridge.runtime.settings import Settings
-from casebridge.runtime.txloop import Loop
+from casebridge.runtime.txloop import RESTART_EXIT, Fatal, Loop
 from casebridge.runtime.world import World
 
+log = get_logger("casebridge.router")
 GROUP = "casebridge-router"
 OUTBOXES = r"^cb\.out\..+"  # every outbox, also of participants added later
 
@@ -99,6 +101,10 @@ def run(settings: Settings, world: World, stop: threading.Event) -> int:
     """A router worker until ``stop``; the exit code."""
     from casebridge.runtime.ckafka import follow_directory
 
-    router = Router(settings, world)
+    try:
+        router = Router(settings, world)
+    except Fatal as exc:  # refused at the start (its rights): say so, let a supervisor try again
+        log.error("router_fatal", error=str(exc), action=f"exit {RESTART_EXIT}")
+        return RESTART_EXIT
     follow_directory(settings, router, stop, GROUP)
     return router.run(stop)

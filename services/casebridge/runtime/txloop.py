@@ -14,6 +14,7 @@ partitions; nothing else is configured. A ``tick`` runs per assigned partition e
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -30,6 +31,9 @@ from casebridge.runtime.settings import Settings
 
 log = get_logger("casebridge.txloop")
 RESTART_EXIT = 75  # EX_TEMPFAIL: the producer is fenced for good; a supervisor starts the worker again
+REFUSED = frozenset({  # init_transactions errors no retry can mend: the worker's rights
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 TXN_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks read_committed readers this long
 
 
@@ -94,7 +98,8 @@ class Loop:
     def new_producer(self) -> Producer:
         """A transactional producer of this worker's id, ready (its ``init_transactions`` fences an
         older one of the id and aborts its open transaction); while the brokers are away, again
-        until they answer. Only a refusal that is not about reaching them is ``Fatal``."""
+        until they answer (also through a coordinator's move or epoch bump). Only a refusal of the
+        worker's rights is ``Fatal``."""
         backoff = 0.5
         while True:
             producer = ckafka.transactional_producer(
@@ -104,7 +109,7 @@ class Loop:
                 return producer
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
-                if not (error.retriable() or error.code() == KafkaError._TIMED_OUT):
+                if error.code() in REFUSED:
                     raise Fatal(f"{error.name()}: {error.str()}") from exc
                 log.warning("kafka_retry", what="init_transactions", error=error.name(), backoff=backoff)
                 time.sleep(backoff)
@@ -282,7 +287,8 @@ class Loop:
         """After a fatal producer error: a new producer of the same transactional id (its epoch
         fences the old one); if that fails too, the worker is fenced for good."""
         log.warning("producer_renewed", error=error.name())
-        self.producer.flush(1)
+        with contextlib.suppress(KafkaException):  # a fenced producer may refuse even to flush
+            self.producer.flush(1)
         self.producer = self.new_producer()
 
     def rewind(self, messages: list[Message]) -> None:
@@ -305,6 +311,8 @@ class Loop:
         error = message.error()
         if error is None:
             return False
+        if error.fatal():  # e.g. fenced by a newer member of the same instance id: this one is done
+            raise Fatal(f"{error.name()}: {error.str()}")
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("consume_error", error=error.name(), why=error.str())
         return True
