@@ -246,7 +246,7 @@ def receive_forever(node: Node, settings: Settings, stop: threading.Event, topic
     consumer.subscribe([topic or topics.inbox(node.participant)])
     try:
         while not stop.is_set():
-            messages = [m for m in consumer.consume(INBOX_BATCH, 0.5) if not inbox_error(m)]
+            messages = [m for m in ckafka.take_batch(consumer, INBOX_BATCH, 0.5) if not inbox_error(m)]
             if not messages or not wait_until_current(node, stop):
                 continue
             try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from casebridge.core.topics import DIRECTORY
 from casebridge.runtime.logging import get_logger
@@ -100,3 +100,13 @@ def follow_directory(settings: Settings, holder: Any, stop: threading.Event, gro
         holder.world = apply_directory(holder.world, value, datetime.now(UTC))
 
     return follow_topic(settings, DIRECTORY, apply, stop, group)
+
+
+def take_batch(reader: Consumer, most: int, wait: float) -> list[Message]:
+    """Up to ``most`` records: waits up to ``wait`` seconds for the first, then takes what is already
+    fetched. (``Consumer.consume(most, wait)`` would wait the whole ``wait`` unless ``most`` arrive,
+    adding that wait to every hop at a low rate.)"""
+    first = reader.poll(wait)
+    if first is None:
+        return []
+    return [first, *reader.consume(most - 1, 0)] if most > 1 else [first]

@@ -139,7 +139,7 @@ class Loop:
                 if why is not None:
                     self.wait_while_blocked(stop, why)
                     continue
-                messages = self.consumer.consume(self.max_batch, self.max_wait)
+                messages = ckafka.take_batch(self.consumer, self.max_batch, self.max_wait)
                 batch = [m for m in messages if not self.is_error(m)]
                 if batch:
                     self.handle(batch)
