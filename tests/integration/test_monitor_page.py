@@ -10,6 +10,8 @@ import shutil
 import signal
 import socket
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,16 @@ async def test_the_monitor_rebuilds_its_figures_from_the_audit_topic(kafka: Kafk
     log = await audit.read_topic(kafka.settings, load_default_schemas(), topic)
     assert (sum(map(len, log.partitions)), log.undecodable) == (len(records), ())
     assert audit.verdict(log, chains.check(log.partitions)) == 0
-    monitor = app.Monitor()
-    await app.rebuild(monitor, kafka.settings, load_default_schemas(), topic)
+    monitor, stop = app.Monitor(), threading.Event()
+    follower = app.follow_audit(kafka.settings, load_default_schemas(), monitor, topic, stop)
+    try:
+        deadline = time.monotonic() + 60
+        while monitor.count < len(records) and time.monotonic() < deadline:  # until it has read them all
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        follower.join(10)
+    assert monitor.count == len(records)
     got = app.figures_now(monitor, START + timedelta(minutes=5))
     assert {c.name: c.events for c in got.corridors} == {"KH-TH": 4, "LA-TH": 1, "TH-TH": 1}
 
