@@ -22,6 +22,7 @@ from confluent_kafka import TopicPartition
 
 from casebridge.core import sealing
 from casebridge.core.jsonform import to_json
+from casebridge.demo import localnet
 from casebridge.node import pump, service, store
 from casebridge.node.app import Node, node_db
 from casebridge.runtime import ckafka
@@ -225,10 +226,11 @@ raise SystemExit(pump.run(settings, load_world(home, datetime.now(UTC)), "TH.MSD
 """
 
 
-def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def call(port: int, method: str, path: str, body: Any = None, token: str = "") -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
         return response.status, json.loads(response.read())
 
@@ -237,6 +239,7 @@ def test_a_node_without_a_broker_queues_events_and_stops_within_5_s_of_sigterm(w
     """With its broker unreachable the node still accepts events (queued durably) and, on
     SIGTERM, exits 0 within 5 s; the event is still queued for the next run."""
     home = world.trust_dir.parent
+    token = localnet.add_api_client(home, SENDER)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead, port = sock.getsockname()[1], free_port()
@@ -248,7 +251,7 @@ def test_a_node_without_a_broker_queues_events_and_stops_within_5_s_of_sigterm(w
                 if call(port, "GET", "/health")[0] == 200:
                     break
             time.sleep(0.2)
-        status, body = call(port, "POST", "/events", event("case-offline"))
+        status, body = call(port, "POST", "/events", event("case-offline"), token)
         assert (status, body["status"]) == (202, "queued")
         time.sleep(1.0)  # the publisher is trying to reach the broker
         started = time.monotonic()
