@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from casebridge.node import pump, store
 from casebridge.node.groupcommit import GroupCommit
 from casebridge.node.service import Submitted
+from casebridge.runtime import ckafka
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TOPIC = "cb.out.TH.MSDHS"
@@ -191,7 +192,7 @@ def test_offsets_to_commit_are_one_past_the_last_record_of_each_partition() -> N
             return self.at[2]
 
     batch: list[Any] = [Record(("cb.in.KH", 0, 4)), Record(("cb.in.KH", 2, 9)), Record(("cb.in.KH", 0, 5))]
-    assert [(tp.partition, tp.offset) for tp in pump.next_offsets(batch)] == [(0, 6), (2, 10)]
+    assert [(tp.partition, tp.offset) for tp in ckafka.next_offsets(batch)] == [(0, 6), (2, 10)]
 
 
 async def test_a_group_commit_answers_each_request_with_its_own_outcome() -> None:

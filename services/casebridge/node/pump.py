@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from casebridge.core import topics
 from casebridge.node import protection_api, service, store
@@ -199,22 +199,6 @@ def say_published(node: Node, rows: list[store.OutboxRow]) -> None:
                  sequence=row.sequence)
 
 
-def next_offsets(messages: list[Message]) -> list[TopicPartition]:
-    """The offsets to commit after ``messages``: one past the last of each partition."""
-    last: dict[tuple[str, int], int] = {}
-    for message in messages:
-        last[(message.topic(), message.partition())] = message.offset()
-    return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
-
-
-def first_offsets(messages: list[Message]) -> list[TopicPartition]:
-    """Where ``messages`` began, per partition (to read a batch again that was not stored)."""
-    first: dict[tuple[str, int], int] = {}
-    for message in messages:
-        first.setdefault((message.topic(), message.partition()), message.offset())
-    return [TopicPartition(topic, partition, offset) for (topic, partition), offset in first.items()]
-
-
 def wait_until_current(node: Node, stop: threading.Event) -> bool:
     """Wait while the directory in use has expired (fail closed); False when stopped first."""
     said = False
@@ -254,13 +238,13 @@ def receive_forever(node: Node, settings: Settings, stop: threading.Event, topic
             except sqlite3.Error as exc:  # e.g. SQLITE_PROTOCOL after a restart: the batch again
                 log.error("inbox_store_failed", participant=node.participant, error=type(exc).__name__,
                           why=str(exc), action="the batch is read again, on a new connection")
-                for tp in first_offsets(messages):
+                for tp in ckafka.first_offsets(messages):
                     consumer.seek(tp)
                 conn.close()
                 stop.wait(1.0)
                 conn = store.connect(node_db(settings.home, node.participant))
                 continue
-            consumer.commit(offsets=next_offsets(messages), asynchronous=True)
+            consumer.commit(offsets=ckafka.next_offsets(messages), asynchronous=True)
             node.wake.set()  # receipts were queued
     finally:
         consumer.close()

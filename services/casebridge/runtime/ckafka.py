@@ -9,7 +9,7 @@ as Kafka's Java clients (``casebridge.core.topics.partition_for``): partition p 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,3 +110,19 @@ def take_batch(reader: Consumer, most: int, wait: float) -> list[Message]:
     if first is None:
         return []
     return [first, *reader.consume(most - 1, 0)] if most > 1 else [first]
+
+
+def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """The offsets to commit after ``messages``: one past the last of each partition."""
+    last: dict[tuple[str, int], int] = {}
+    for m in messages:
+        last[(m.topic(), m.partition())] = max(m.offset(), last.get((m.topic(), m.partition()), -1))
+    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
+    """Where ``messages`` began, per partition (to read a batch again)."""
+    first: dict[tuple[str, int], int] = {}
+    for m in messages:
+        first.setdefault((m.topic(), m.partition()), m.offset())
+    return [TopicPartition(t, p, o) for (t, p), o in first.items()]

@@ -193,7 +193,7 @@ class Loop:
                 log.warning("transaction_aborted", error="injected", why="before_commit refused the batch")
                 self.abort()
                 return False
-        if not self.commit(next_offsets(messages)):
+        if not self.commit(ckafka.next_offsets(messages)):
             return False
         for number, changes in pending.items():
             self.tables[number].apply(changes)
@@ -293,7 +293,7 @@ class Loop:
 
     def rewind(self, messages: list[Message]) -> None:
         """Seek each partition of the batch back to its first offset in the batch."""
-        for tp in first_offsets(messages):
+        for tp in ckafka.first_offsets(messages):
             try:
                 self.consumer.seek(tp)
             except KafkaException as exc:  # no longer ours (rebalanced away): its new owner reads it
@@ -322,20 +322,6 @@ class Loop:
         closer.start()
         closer.join(3)
         self.producer.flush(1)
-
-
-def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for m in messages:
-        last[(m.topic(), m.partition())] = max(m.offset(), last.get((m.topic(), m.partition()), -1))
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-
-
-def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
-    first: dict[tuple[str, int], int] = {}
-    for m in messages:
-        first.setdefault((m.topic(), m.partition()), m.offset())
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 
 def restore(settings: Settings, processor: Processor, numbers: Sequence[int]) -> dict[int, Tables]:
