@@ -87,9 +87,11 @@ class Loop:
 
     # --- clients -------------------------------------------------------------------------------
     def new_consumer(self) -> Consumer:
+        # dynamic membership: a worker that dies loses its partitions after the session timeout. No
+        # static group.instance.id: after an outage longer than the session, a static member was
+        # fenced for good ("fenced by other consumer with same group.instance.id") and routed
+        # nothing more. The instance id still names the transactional id, whose init fences a zombie.
         extra: dict[str, Any] = {"session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000}
-        if self.settings.instance_id:  # static membership: a restarted worker takes its partitions back
-            extra["group.instance.id"] = f"{self.processor.group}-{self.settings.instance_id}"
         consumer = ckafka.consumer(self.settings, self.processor.group, **extra)
         consumer.subscribe(self.processor.subscription, on_assign=self.on_assign,
                            on_revoke=self.on_revoke, on_lost=self.on_revoke)
@@ -311,7 +313,7 @@ class Loop:
         error = message.error()
         if error is None:
             return False
-        if error.fatal():  # e.g. fenced by a newer member of the same instance id: this one is done
+        if error.fatal() or error.code() == KafkaError._FATAL:  # this consumer is done for good
             raise Fatal(f"{error.name()}: {error.str()}")
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("consume_error", error=error.name(), why=error.str())
