@@ -6,6 +6,16 @@ reference, no replay (the same event id in other bytes; the sender's own retrans
 same bytes is a ``Duplicate``, dropped), the sender's chain (sequence and previous hash: a gap is flagged, not
 dropped), the agreement (``routing.route``, re-evaluated independently of the sender), and every
 key wrap of the envelope within what the agreement grants. The router holds no decryption key.
+
+In a federation (``Context.country`` set: one cluster per country) the router of country C reads
+its own participants' outboxes and the corridors ``cb.xb.<D>.C`` that C's MirrorMaker copied from
+its partners. An outbox record is delivered to C's recipients and forwarded, once per country, to
+the others (``Forward.corridors``). A corridor record is checked again from the start, as if it
+had been written here: the signer must belong to the corridor's origin country D, the agreement is
+evaluated again, and only C's own recipients get it (never passed on: no transit). A corridor
+carries only the part of a sender's chain addressed to C, so there the chain must only move
+forward (a gap is expected and not flagged). The one record of another signer a corridor may
+carry is the router's own ``receipt.rejected`` to a participant of C.
 """
 
 from __future__ import annotations
@@ -15,9 +25,10 @@ from datetime import datetime, timedelta
 
 from casebridge.core import avro, sealing
 from casebridge.core.errors import CaseBridgeError
-from casebridge.core.model import CaseState, Directory, Header, apply_case_flags
+from casebridge.core.issued import ROUTER
+from casebridge.core.model import CaseState, Directory, Header, apply_case_flags, country_of
 from casebridge.core.routing import Deliver, Policy, route
-from casebridge.core.topics import owner_of
+from casebridge.core.topics import corridor_ends, owner_of
 
 
 @dataclass(frozen=True)
@@ -51,11 +62,12 @@ class Forward:
 
     header: Header
     envelope_hash: bytes
-    decision: Deliver
-    recipients: tuple[str, ...]
+    decision: Deliver | None  # None: the router's own rejection, come back through a corridor
+    recipients: tuple[str, ...]  # delivered here: to their cb.in.* topics
     flags: tuple[str, ...]  # e.g. ("sequence_gap",): delivered, but flagged in audit
     sender_state: SenderState
     case_state: CaseState
+    corridors: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (country, its recipients): forwarded
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,7 @@ class Context:
     schemas: avro.SchemaSet
     now: datetime
     max_age: timedelta = timedelta(days=7)
+    country: str | None = None  # the router's country in a federation; None: one shared cluster
 
 
 def admit(data: bytes, ctx: Context) -> sealing.VerifiedEnvelope | Quarantine:
@@ -107,7 +120,8 @@ def decide(
 ) -> Forward | Quarantine | Duplicate:
     """The router's outcome for one verified record; ``seen``: where its event id was accepted."""
     header = verified.header
-    problem = check_origin(header, key, where)
+    ends = corridor_ends(where.topic)
+    problem = check_origin(header, key, where, ctx.country)
     if problem is not None:
         return problem
     if seen is not None:  # accepted in a committed transaction: its offset was committed with it
@@ -119,6 +133,8 @@ def decide(
             f"event {header.event_id} was accepted before at {first.topic}/{first.partition}@{first.offset}",
             header,
         )
+    if ends is not None and header.sender == ROUTER:
+        return returned_rejection(verified, sender, case, ctx)
     decision = route(header, ctx.policy, ctx.directory, case, ctx.now)
     if not isinstance(decision, Deliver):
         return Quarantine(decision.code, decision.why, header)
@@ -126,17 +142,54 @@ def decide(
     if overreach is not None:
         return overreach
     recipients = tuple(sorted(set(header.recipients) & decision.grants.keys()))
-    if not recipients:
+    local, corridors = split(recipients, ctx.country)
+    if ends is not None:  # from a partner: delivered here only, never passed on
+        corridors = ()
+        if not local:
+            return Quarantine("recipient_not_permitted",
+                              f"no permitted recipient of {ctx.country} in this corridor record", header)
+    elif not recipients:
         return Quarantine("recipient_not_permitted", "no sealed recipient is permitted", header)
-    flags, next_sender = chain_step(header, verified.hash, sender)
-    return Forward(
-        header, verified.hash, decision, recipients, flags, next_sender, apply_case_flags(case, header)
-    )
+    flags, next_sender = chain_step(header, verified.hash, sender, partial=ends is not None)
+    return Forward(header, verified.hash, decision, local, flags, next_sender,
+                   apply_case_flags(case, header), corridors)
 
 
-def check_origin(header: Header, key: bytes | None, where: Position) -> Quarantine | None:
-    owner = owner_of(where.topic)
-    if owner != header.sender:
+def split(recipients: tuple[str, ...], country: str | None
+          ) -> tuple[tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """(recipients on this cluster, (country, recipients) of every other): all local without a federation."""
+    if country is None:
+        return recipients, ()
+    local = tuple(r for r in recipients if country_of(r) == country)
+    others = sorted({country_of(r) for r in recipients} - {country})
+    return local, tuple((c, tuple(r for r in recipients if country_of(r) == c)) for c in others)
+
+
+def returned_rejection(verified: sealing.VerifiedEnvelope, sender: SenderState, case: CaseState,
+                       ctx: Context) -> Forward | Quarantine:
+    """A partner's router refused an envelope of one of ours: its signed ``receipt.rejected`` (to the
+    owner of the refused record, a participant of this country) is delivered as it is."""
+    header = verified.header
+    local, others = split(tuple(sorted(header.recipients)), ctx.country)
+    if header.event_type != "receipt.rejected" or others or not local:
+        return Quarantine("sender_topic_mismatch",
+                          f"{header.sender} may send only receipt.rejected through a corridor",
+                          header)
+    if any(r not in ctx.directory.participants for r in local):
+        return Quarantine("recipient_not_permitted", "a recipient is not in the directory", header)
+    return Forward(header, verified.hash, None, local, (), sender, case)
+
+
+def check_origin(header: Header, key: bytes | None, where: Position, country: str | None = None
+                 ) -> Quarantine | None:
+    ends = corridor_ends(where.topic)
+    if ends is not None:
+        origin, destination = ends
+        signer_country = country_of(header.sender)
+        if destination != country or (signer_country != origin and header.sender != ROUTER):
+            return Quarantine("sender_topic_mismatch",
+                              f"{header.sender} came through the corridor {where.topic} to {country}", header)
+    elif owner_of(where.topic) != header.sender:
         return Quarantine("sender_topic_mismatch", f"{header.sender} wrote to {where.topic}", header)
     if key != header.case_ref.encode():
         return Quarantine("malformed", "the Kafka key is not the header's case reference", header)
@@ -155,11 +208,14 @@ def check_wraps(verified: sealing.VerifiedEnvelope, decision: Deliver) -> Quaran
 
 
 def chain_step(
-    header: Header, envelope_hash: bytes, state: SenderState
+    header: Header, envelope_hash: bytes, state: SenderState, partial: bool = False
 ) -> tuple[tuple[str, ...], SenderState]:
-    """Flags for this link of the sender's chain, and the chain state after it."""
+    """Flags for this link of the sender's chain, and the chain state after it; ``partial``: the
+    part of the chain a corridor carries, where only a link that goes backwards is flagged."""
     flags: tuple[str, ...] = ()
-    if header.sequence != state.sequence + 1 or header.prev_hash != state.last_hash:
+    if partial:
+        flags = ("sequence_gap",) if header.sequence <= state.sequence else ()
+    elif header.sequence != state.sequence + 1 or header.prev_hash != state.last_hash:
         flags = ("sequence_gap",) if state.sequence or header.sequence != 1 else ()
     if header.sequence <= state.sequence:
         return flags, state  # an older link re-sent: keep the newest head

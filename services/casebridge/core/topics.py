@@ -4,6 +4,11 @@
 only; both have ``partitions`` partitions keyed by case reference with Kafka's murmur2 partitioner
 (the Java clients' default, librdkafka's ``murmur2_random``), so partition p of every outbox holds
 the same cases and the router's state for those cases lives in partition p of its changelogs.
+
+In a federation (one cluster per country), ``cb.xb.<FROM>.<TO>`` is the corridor from country FROM
+to country TO: FROM's router writes there, on FROM's cluster, the envelopes it accepted for TO's
+participants (unchanged bytes, same key and partition); TO's MirrorMaker copies it, under the same
+name, into TO's cluster, where TO's router reads it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,19 @@ def outbox(participant: str) -> str:
 
 def inbox(participant: str) -> str:
     return f"{IN_PREFIX}{participant}"
+
+
+def corridor(origin: str, destination: str) -> str:
+    """``cb.xb.TH.KH``: the envelopes TH's router accepted for KH's participants."""
+    return f"{XB_PREFIX}{origin}.{destination}"
+
+
+def corridor_ends(topic: str) -> tuple[str, str] | None:
+    """``cb.xb.TH.KH`` -> ``("TH", "KH")``; None for a topic that is not a corridor."""
+    if not topic.startswith(XB_PREFIX):
+        return None
+    origin, dot, destination = topic[len(XB_PREFIX) :].partition(".")
+    return (origin, destination) if dot and origin and destination and "." not in destination else None
 
 
 def owner_of(topic: str) -> str | None:

@@ -1,6 +1,7 @@
 """The router as a processor of the transactional loop (``runtime.txloop``): it consumes every
-``cb.out.*`` topic, verifies each batch's signatures ahead on ``verifiers`` threads (Ed25519 in
-cryptography releases the GIL), steps each record (step.py) and keeps its tables per partition in
+``cb.out.*`` topic (in a federation: its country's outboxes and the corridors into it), verifies
+each batch's signatures ahead on ``verifiers`` threads (Ed25519 in cryptography releases the
+GIL), steps each record (step.py) and keeps its tables per partition in
 ``cb.router.state``. Every tick it forgets event ids too old to be accepted any more.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +29,14 @@ GROUP = "casebridge-router"
 OUTBOXES = r"^cb\.out\..+"  # every outbox, also of participants added later
 
 
+def subscription(country: str | None) -> list[str]:
+    """Every outbox on one shared cluster; in a federation, the outboxes of the country's own
+    participants and every corridor into it (also of partners added later)."""
+    if country is None:
+        return [OUTBOXES]
+    return [rf"^cb\.out\.{country}\..+", rf"^cb\.xb\.[A-Z]+\.{country}$"]
+
+
 class RouterProcessor:
     """The router's part of the loop: its topics, tables, context and step."""
 
@@ -34,8 +44,10 @@ class RouterProcessor:
     changelog = topics.ROUTER_STATE
     tick_every = 60.0
 
-    def __init__(self, world: World, group: str = GROUP, verifiers: int = 2) -> None:
-        self.world, self.group, self.subscription = world, group, [OUTBOXES]
+    def __init__(self, world: World, group: str = GROUP, verifiers: int = 2,
+                 country: str | None = None) -> None:
+        self.world, self.group, self.country = world, group, country
+        self.subscription = subscription(country)
         self.identity = world.identity(ROUTER)
         self.pool = ThreadPoolExecutor(verifiers) if verifiers > 1 else None
 
@@ -49,7 +61,7 @@ class RouterProcessor:
         return state.decode(key, value)
 
     def context(self, now: datetime, poison: frozenset[tuple[str, int, int]]) -> Ctx:
-        return Ctx(self.world.context(now), self.identity, poison=poison)
+        return Ctx(replace(self.world.context(now), country=self.country), self.identity, poison=poison)
 
     def prepare(self, records: list[Record], ctx: Ctx) -> list[Any]:
         """Every record's signature checked first, in parallel (a pure function of the bytes)."""
@@ -77,7 +89,7 @@ class Router(Loop):
 
     def __init__(self, settings: Settings, world: World, *, group: str = GROUP,
                  before_commit: Callable[[Sequence[Record]], bool] | None = None) -> None:
-        self.processor_ = RouterProcessor(world, group)
+        self.processor_ = RouterProcessor(world, group, country=settings.country or None)
         super().__init__(settings, self.processor_, before_commit=before_commit)
 
     @property

@@ -4,7 +4,9 @@ steps, produces and commits; unit tests drive this module without a broker.
 
 What one record yields, all in the batch's transaction:
 - accepted: the unchanged bytes to each permitted recipient's ``cb.in.*`` (with ``ce_*``
-  headers), an audit record, and the changes of the partition's tables;
+  headers), an audit record, and the changes of the partition's tables; in a federation, the
+  recipients of other countries get the bytes through their country's corridor ``cb.xb.*``
+  (one copy per country, audited ``forwarded``);
 - refused: a quarantine record, an audit record and, when the bytes verified, a signed
   ``receipt.rejected`` to the owner of the outbox it was written to (who wrote it);
 - a retransmission of bytes already accepted: nothing (delivered once);
@@ -20,7 +22,7 @@ from typing import Any
 
 from casebridge.core import issued, relay, topics
 from casebridge.core.keys import Identity
-from casebridge.core.model import CaseState, Header
+from casebridge.core.model import CaseState, Header, country_of
 from casebridge.core.sealing import VerifiedEnvelope, envelope_hash
 from casebridge.core.stream import Change, Out, Record, Step, Tables
 from casebridge.router.state import Seen, expired
@@ -91,25 +93,39 @@ def decided(state: Tables, record: Record, verified: VerifiedEnvelope, ctx: Ctx)
 
 
 def forward(state: Tables, record: Record, outcome: relay.Forward, ctx: Ctx) -> Step:
+    """Deliver to this cluster's recipients, forward once to each other country's corridor (in a
+    federation); an audit record for each ("delivered" here, "forwarded" per corridor)."""
     header = outcome.header
     key = header.case_ref.encode()
     headers = tuple(issued.cloudevent_headers(header))
-    deliveries = [Out(topics.inbox(r), key, record.value, headers) for r in outcome.recipients]
-    agreement = outcome.decision.agreements[0][0] if outcome.decision.agreements else None
-    audit = issued.audit_record(ctx.relay.schemas, header, outcome.envelope_hash, record.at, "delivered",
-                                None, outcome.recipients, outcome.flags, ctx.now, agreement)
+    decision = outcome.decision
+    agreement = decision.agreements[0][0] if decision is not None and decision.agreements else None
+    outgoing = [Out(topics.inbox(r), key, record.value, headers) for r in outcome.recipients]
+    if outcome.recipients:
+        outgoing.append(Out(topics.AUDIT, key, issued.audit_record(
+            ctx.relay.schemas, header, outcome.envelope_hash, record.at, "delivered", None,
+            outcome.recipients, outcome.flags, ctx.now, agreement)))
+    here = ctx.relay.country
+    for country, recipients in outcome.corridors:
+        assert here is not None
+        outgoing.append(Out(topics.corridor(here, country), key, record.value, headers))
+        outgoing.append(Out(topics.AUDIT, key, issued.audit_record(
+            ctx.relay.schemas, header, outcome.envelope_hash, record.at, "forwarded", None,
+            recipients, outcome.flags, ctx.now, agreement)))
     changes = [Change("e", header.event_id, Seen(relay.Accepted(where(record), outcome.envelope_hash),
                                                  header.created_at))]
     if state["s"].get(header.sender) != outcome.sender_state:
         changes.append(Change("s", header.sender, outcome.sender_state))
     if state["c"].get(header.case_ref, CaseState()) != outcome.case_state:
         changes.append(Change("c", header.case_ref, outcome.case_state))
+    forwarded = {c: list(r) for c, r in outcome.corridors}
     return Step(
-        (*deliveries, Out(topics.AUDIT, key, audit)),
+        tuple(outgoing),
         tuple(changes),
         "delivered",
         {"event_id": header.event_id, "sender": header.sender, "event_type": header.event_type,
-         "recipients": list(outcome.recipients), "flags": list(outcome.flags)},
+         "recipients": list(outcome.recipients), "flags": list(outcome.flags),
+         **({"forwarded": forwarded} if forwarded else {})},
     )
 
 
@@ -131,17 +147,22 @@ def refused(record: Record, outcome: relay.Quarantine, ctx: Ctx) -> Step:
 
 
 def rejection_out(record: Record, header: Header | None, outcome: relay.Quarantine, ctx: Ctx) -> Out | None:
-    """The signed ``receipt.rejected`` to whoever wrote the record: the owner of its outbox."""
-    owner = topics.owner_of(record.topic)
+    """The signed ``receipt.rejected`` to whoever wrote the record: the owner of its outbox; for a
+    corridor record, its signer in the origin country, back through the reverse corridor."""
     directory = ctx.relay.directory
+    ends = topics.corridor_ends(record.topic)
+    owner = topics.owner_of(record.topic)
+    if ends is not None and header is not None and country_of(header.sender) == ends[0]:
+        owner = header.sender
     if header is None or header.event_type == "receipt.rejected" or owner not in directory.participants:
         return None
     assert owner is not None
     receipt_header, data = issued.rejection(ctx.relay.schemas, directory, ctx.router, header, owner,
                                             envelope_hash(record.value or b""), outcome.code, outcome.why,
                                             ctx.now)
-    return Out(topics.inbox(owner), receipt_header.case_ref.encode(), data,
-               tuple(issued.cloudevent_headers(receipt_header)))
+    topic = topics.inbox(owner) if ends is None else topics.corridor(ends[1], ends[0])
+    headers = tuple(issued.cloudevent_headers(receipt_header))
+    return Out(topic, receipt_header.case_ref.encode(), data, headers)
 
 
 def oversized(record: Record, header: Header | None, ctx: Ctx, why: str) -> Step:
