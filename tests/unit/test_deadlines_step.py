@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from casebridge.core import avro, issued, topics
@@ -70,3 +71,43 @@ def test_the_obligations_round_trip_through_the_changelog() -> None:
     record, _ = delivered()  # type: ignore[misc]
     [change] = tracker.step(tracker.new_tables(), record, ctx()).changes
     assert tracker.decode(*tracker.encode(change)) == change
+
+
+def federated(country: str, now_offset: timedelta = timedelta(0), scale: float = 1.0) -> tracker.Ctx:
+    return replace(ctx(now_offset, scale), country=country)
+
+
+def test_in_a_federation_each_country_keeps_only_its_own_obligations() -> None:
+    """TH's tracker ignores the obligation a request puts on KH (KH's tracker keeps it): none is
+    tracked twice."""
+    record, _ = delivered()  # type: ignore[misc]
+    assert tracker.step(tracker.new_tables(), record, federated("TH")).changes == ()
+    [change] = tracker.step(tracker.new_tables(), record, federated("KH")).changes
+    assert [t.obligation.party for t in change.value] == ["KH"]
+
+
+def test_in_a_federation_alerts_go_to_the_countrys_own_participants_only() -> None:
+    """KH's tracker sends sla.breached to cb.in.KH.MOSVY; the secretariat's copy (another cluster)
+    is left to the audit record, which the secretariat mirrors."""
+    record, header = delivered()  # type: ignore[misc]
+    tables: Tables = tracker.new_tables()
+    tables.apply(tracker.step(tables, record, federated("KH", scale=0.01)).changes)
+    [tracked] = tables["o"][header.case_ref]
+    result = tracker.tick(tables, 1, federated("KH", tracked.due - NOW + timedelta(minutes=1), scale=0.01))
+    assert sorted(o.topic for o in result.outgoing) == [topics.AUDIT, "cb.in.KH.MOSVY"]
+
+
+def test_a_forwarded_answer_closes_the_obligation_it_meets() -> None:
+    """An answer accepted here for another country's cluster (audited forwarded) meets the
+    obligation the request opened."""
+    record, header = delivered()  # type: ignore[misc]
+    tables: Tables = tracker.new_tables()
+    tables.apply(tracker.step(tables, record, federated("KH")).changes)
+    answer = make_header("nationality_verification.responded", sender="KH.MOSVY", agreement_id="TH-KH",
+                         to=("TH",), correlation_id=header.event_id, case_ref=header.case_ref)
+    data = issued.audit_record(world().schemas, answer, b"h", ("cb.out.KH.MOSVY", 1, 5), "forwarded", None,
+                               ("TH.MSDHS",), (), NOW)
+    result = tracker.step(tables, Record(topics.AUDIT, 1, 8, answer.case_ref.encode(), data), federated("KH"))
+    assert result.outcome == "obligations_changed"
+    [change] = result.changes
+    assert change.value is None

@@ -30,8 +30,9 @@ class TrackerProcessor:
     changelog = topics.DEADLINES_STATE
 
     def __init__(self, world: World, calendars: Mapping[str, Calendar], scale: float,
-                 tick_every: float = 1.0) -> None:
+                 tick_every: float = 1.0, country: str | None = None) -> None:
         self.world, self.calendars, self.scale, self.tick_every = world, calendars, scale, tick_every
+        self.country = country
         self.subscription = [topics.AUDIT]
         self.identity = world.identity(TRACKER)
 
@@ -47,7 +48,7 @@ class TrackerProcessor:
     def context(self, now: datetime, poison: frozenset[tuple[str, int, int]]) -> tracker.Ctx:
         agreements = {a.id: a for a in self.world.agreements}
         return tracker.Ctx(self.world.schemas, self.world.directory, agreements, self.calendars,
-                           self.scale, self.identity, now)
+                           self.scale, self.identity, now, self.country)
 
     def prepare(self, records: list[Record], ctx: tracker.Ctx) -> list[Any]:
         return [None] * len(records)
@@ -68,7 +69,7 @@ def run(settings: Settings, world: World, calendars: Mapping[str, Calendar], sca
     """A tracker worker until ``stop``; the exit code."""
     from casebridge.runtime.ckafka import follow_directory
 
-    processor = TrackerProcessor(world, calendars, scale)
+    processor = TrackerProcessor(world, calendars, scale, country=settings.country or None)
     try:
         loop = Loop(settings, processor)
     except Fatal as exc:  # refused at the start (its rights): say so, let a supervisor try again

@@ -1,11 +1,17 @@
 """The deadline tracker's pure steps over its tables (one per ``cb.audit`` partition).
 
-``step``: a ``delivered`` audit record may open obligations (``deadlines.obligations``) or close
-one (the answer names the opening event in ``correlation_id``); the case's open obligations are
-the table ``o|<case ref>``. ``tick``: every obligation that falls due raises a signed
-``deadline.approaching`` / ``sla.breached`` (sealed by ``REG.DEADLINES``) to the responsible focal
-point and the secretariat, with a metadata record on ``cb.audit``; the flags that say it was sent
-change in the same transaction, so an alert is neither lost nor sent twice.
+``step``: a ``delivered`` (or ``forwarded``) audit record may open obligations
+(``deadlines.obligations``) or close one (the answer names the opening event in
+``correlation_id``); the case's open obligations are the table ``o|<case ref>``. ``tick``: every
+obligation that falls due raises a signed ``deadline.approaching`` / ``sla.breached`` (sealed by
+``REG.DEADLINES``) to the responsible focal point and the secretariat, with a metadata record on
+``cb.audit``; the flags that say it was sent change in the same transaction, so an alert is
+neither lost nor sent twice.
+
+In a federation each country's tracker reads its own cluster's ``cb.audit``, keeps only the
+obligations of its own country (the other side's tracker keeps theirs: none is tracked twice) and
+alerts its own participants; the secretariat, on its own cluster, sees every alert in the mirrored
+audit records.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ class Ctx:
     scale: float
     tracker: Identity
     now: datetime
+    country: str | None = None  # in a federation: only this country's obligations, alerts to its own
+
+
+FOLLOWED = ("delivered", "forwarded")  # forwarded: accepted here for another country's cluster
 
 
 def new_tables() -> Tables:
@@ -48,12 +58,14 @@ def step(tables: Tables, record: Record, ctx: Ctx) -> Step:
         audit = avro.decode(ctx.schemas, record.value or b"", issued.AUDIT)
     except CaseBridgeError as exc:
         return Step((), (), "audit_undecodable", {"code": exc.code})
-    if audit["outcome"] != "delivered" or not audit.get("event_id"):
+    if audit["outcome"] not in FOLLOWED or not audit.get("event_id"):
         return Step((), (), "ignored")
     header = header_of(audit)
     open_now: tuple[deadlines.Tracked, ...] = tables["o"].get(header.case_ref, ())
     still, closed = deadlines.on_delivered(
         header, ctx.agreements.get(header.agreement_id or ""), open_now, ctx.calendars, ctx.scale)
+    if ctx.country is not None:  # each country's tracker keeps its own country's obligations
+        still = [t for t in still if t.obligation.party == ctx.country]
     if tuple(still) == open_now:
         return Step((), (), "ignored")
     change = Change("o", header.case_ref, tuple(still) or None)
@@ -83,6 +95,8 @@ def tick(tables: Tables, partition: int, ctx: Ctx) -> Step:
 def alert_records(alert: deadlines.Alert, ctx: Ctx) -> list[Out]:
     o = alert.tracked.obligation
     recipients = responsible(ctx.directory, o)
+    if ctx.country is not None:  # another cluster's inboxes are out of reach: the audit record tells
+        recipients = tuple(r for r in recipients if r.split(".", 1)[0] == ctx.country)
     operational = {"obligation": o.name, "due_at": alert.tracked.due, "responsible": o.party,
                    "agreement_id": o.agreement[0], "clause": o.clause, "note": None}
     header, data = issued.alert(ctx.schemas, ctx.directory, ctx.tracker, alert.kind, operational,
