@@ -35,3 +35,22 @@ def test_outbox_and_inbox_names_round_trip_to_their_owner() -> None:
     assert topics.inbox_owner(topics.inbox("KH.CWCC")) == "KH.CWCC"
     assert topics.owner_of(topics.inbox("KH.CWCC")) is None
     assert topics.owner_of(topics.AUDIT) is None
+
+
+@pytest.mark.parametrize(
+    ("topic", "ends"),
+    [
+        ("cb.xb.TH.KH", ("TH", "KH")),
+        ("TH.cb.xb.TH.REG", ("TH", "REG")),  # mirrored into the secretariat's cluster, alias kept
+        ("KH.cb.xb.TH.REG", None),  # an alias that is not the corridor's origin
+        ("cb.xb.TH", None),
+        ("cb.xb.TH.KH.x", None),
+        ("cb.out.TH.MSDHS", None),
+        ("TH.cb.audit", None),
+    ],
+)
+def test_corridor_ends_names_origin_and_destination(topic: str, ends: tuple[str, str] | None) -> None:
+    """Only corridor names (plain, or with the source alias of a DefaultReplicationPolicy) have ends."""
+    assert topics.corridor_ends(topic) == ends
+    if ends is not None and not topic.startswith("TH.cb"):
+        assert topics.corridor(*ends) == topic

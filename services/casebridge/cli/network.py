@@ -94,6 +94,15 @@ def preflight(settings: Settings, world: World, acting_as: str) -> None:
     from casebridge.runtime import preflight as check
 
     participants = list(world.directory.participants)
+    if settings.country:  # one cluster of a federation: its topics, its policy
+        from casebridge.core import federation
+        from casebridge.runtime.topics import cluster_topics
+
+        fed = federation.Federation(settings.federation)
+        names = [spec.name for spec in cluster_topics(fed, settings.country, participants)]
+        policy = federation.grants(fed, settings.country, participants)
+        check.check_service(settings, acting_as, names, participants, policy)
+        return
     names = [spec.name for spec in network_topics(participants)]
     check.check_service(settings, acting_as, names, participants)
 

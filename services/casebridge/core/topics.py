@@ -40,7 +40,12 @@ def corridor(origin: str, destination: str) -> str:
 
 
 def corridor_ends(topic: str) -> tuple[str, str] | None:
-    """``cb.xb.TH.KH`` -> ``("TH", "KH")``; None for a topic that is not a corridor."""
+    """``cb.xb.TH.KH`` -> ``("TH", "KH")``, also as mirrored with its source alias kept
+    (``TH.cb.xb.TH.REG``: Kafka's DefaultReplicationPolicy); None for any other topic."""
+    alias, dot, rest = topic.partition(".")
+    if dot and rest.startswith(XB_PREFIX) and not topic.startswith(XB_PREFIX):
+        ends = corridor_ends(rest)
+        return ends if ends is not None and ends[0] == alias else None
     if not topic.startswith(XB_PREFIX):
         return None
     origin, dot, destination = topic[len(XB_PREFIX) :].partition(".")

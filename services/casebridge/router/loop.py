@@ -34,7 +34,7 @@ def subscription(country: str | None) -> list[str]:
     participants and every corridor into it (also of partners added later)."""
     if country is None:
         return [OUTBOXES]
-    return [rf"^cb\.out\.{country}\..+", rf"^cb\.xb\.[A-Z]+\.{country}$"]
+    return [rf"^cb\.out\.{country}\..+", rf"^([A-Z]+\.)?cb\.xb\.[A-Z]+\.{country}$"]
 
 
 class RouterProcessor:

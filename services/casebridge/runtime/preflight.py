@@ -36,13 +36,15 @@ class KafkaNotAuthorized(CaseBridgeError, PermissionError):
     code = "kafka_not_authorized"
 
 
-def needs(acting_as: str, topics: Iterable[str], participants: Iterable[str]) -> dict[str, set[str]]:
-    """Topic -> operations that ``acting_as`` is granted by the policy, over the network's ``topics``
-    (prefixed grants expanded; the app's own internal topics, made by faust later, left out)."""
+def needs(acting_as: str, topics: Iterable[str], participants: Iterable[str],
+          policy: Iterable[access.Grant] | None = None) -> dict[str, set[str]]:
+    """Topic -> operations that ``acting_as`` is granted by the policy (default: the shared
+    cluster's, ``access.grants_for``), over the network's ``topics`` (prefixed grants expanded; the
+    app's own internal topics left out)."""
     names = sorted(set(topics))
     internal = f"{access.app_id(acting_as)}-"
     wanted: dict[str, set[str]] = {}
-    for grant in access.grants_for(participants):
+    for grant in access.grants_for(participants) if policy is None else policy:
         if grant.principal != acting_as or grant.resource != "topic" or grant.operation not in OPERATIONS:
             continue
         if grant.pattern == "literal":
@@ -136,7 +138,8 @@ def reachable(settings: Settings, timeout: float = 10.0) -> None:
 
 
 def check_service(
-    settings: Settings, acting_as: str, topics: Sequence[str], participants: Iterable[str]
+    settings: Settings, acting_as: str, topics: Sequence[str], participants: Iterable[str],
+    policy: Iterable[access.Grant] | None = None,
 ) -> None:
     """``check`` with what the policy grants ``acting_as`` over the network's topics."""
-    check(settings, acting_as, needs(acting_as, topics, list(participants)))
+    check(settings, acting_as, needs(acting_as, topics, list(participants), policy))

@@ -35,6 +35,7 @@ class Settings:
     instance_id: str = ""  # static group membership: a restarted worker takes its place back
     partitions: int = DEFAULT_PARTITIONS  # of every cb.out.* / cb.in.* topic and the router's state
     country: str = ""  # a federation's country whose cluster this process uses ("": one shared cluster)
+    federation: tuple[str, ...] = ()  # the members of the federation (REG and countries), with ``country``
     http_host: str = "127.0.0.1"  # where the node API and the monitor listen
     http_tls_cert: str = ""  # PEM certificate chain: the node API and the monitor speak HTTPS
     http_tls_key: str = field(default="", repr=False)  # its private key (a path; never printed)
@@ -60,6 +61,7 @@ class Settings:
             instance_id=env.get("CASEBRIDGE_INSTANCE_ID", ""),
             partitions=int(env.get("CASEBRIDGE_PARTITIONS", base.partitions)),
             country=env.get("CASEBRIDGE_COUNTRY", ""),
+            federation=tuple(m for m in env.get("CASEBRIDGE_FEDERATION", "").split(",") if m),
             http_host=env.get("CASEBRIDGE_HTTP_HOST", base.http_host),
             http_tls_cert=env.get("CASEBRIDGE_HTTP_TLS_CERT", ""),
             http_tls_key=env.get("CASEBRIDGE_HTTP_TLS_KEY", ""),

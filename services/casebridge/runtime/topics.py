@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from casebridge.core import topics as names
+from casebridge.core.federation import Federation
+from casebridge.core.model import REGION
 from casebridge.runtime.kafka import ensure_topics
 from casebridge.runtime.settings import Settings
 
@@ -35,6 +37,21 @@ def network_topics(
         TopicSpec(names.AGREEMENTS, 1, compacted=True),
     ]
     return specs
+
+
+def cluster_topics(fed: Federation, member: str, participants: Iterable[str],
+                   partitions: int = names.DEFAULT_PARTITIONS) -> list[TopicSpec]:
+    """The topics of one member's cluster in a federation: its own participants' outboxes and
+    inboxes, its services' topics, its outgoing corridors and the copies its MirrorMaker writes
+    (made here first, so that they are co-partitioned with the outboxes: P partitions)."""
+    own = fed.participants_of(member, participants)
+    base = [s for s in network_topics(own, partitions)
+            if member == REGION or s.name not in (names.DIRECTORY, names.AGREEMENTS)]
+    shared = [TopicSpec(names.DIRECTORY, 1, compacted=True), TopicSpec(names.AGREEMENTS, 1, compacted=True)]
+    corridors = [TopicSpec(n, partitions) for n in (*fed.outgoing_corridors(member),
+                                                    *fed.incoming_corridors(member))]
+    audits = [TopicSpec(n, names.AUDIT_PARTITIONS) for n in fed.mirrored_audits()] if member == REGION else []
+    return [*base, *(shared if member != REGION else []), *corridors, *audits]
 
 
 async def sync_topics(settings: Settings, specs: Iterable[TopicSpec], replication: int = 1) -> list[str]:
