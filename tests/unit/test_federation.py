@@ -58,7 +58,8 @@ def test_no_participant_of_another_country_has_a_right_on_a_cluster() -> None:
 
 
 def test_the_router_reads_its_own_outboxes_and_corridors_and_writes_its_inboxes_and_corridors() -> None:
-    mine = [g for g in federation.grants(FED, "KH", IDS) if g.principal == access.ROUTER and g.resource == "topic"]
+    mine = [g for g in federation.grants(FED, "KH", IDS)
+            if g.principal == access.ROUTER and g.resource == "topic"]
     reads = {g.name for g in mine if g.operation == "read"}
     writes = {g.name for g in mine if g.operation == "write"}
     assert reads == {"cb.out.KH.", "cb.xb.TH.KH", "cb.xb.REG.KH", "cb.router.state", "cb.directory",
