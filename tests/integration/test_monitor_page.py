@@ -158,6 +158,28 @@ async def test_the_page_shows_the_corridor_counts_in_chromium() -> None:
     assert (ARTIFACTS / "monitor-page.png").stat().st_size > 10_000
 
 
+async def test_the_page_shows_the_corridor_mirrors_of_a_federation() -> None:
+    """With a federation's audit records the page lists each corridor direction with its counts."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    w = synthetic.Writer(START)
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP", "KH.MOSVY"), 0, arrive_s={"KH": 1.5})
+    w.crossing("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 60, arrive_s={"KH": None})
+    figs = figures.compute(w.partitions(), START + timedelta(minutes=5))
+    runner = aiohttp_web.AppRunner(web.http_app(lambda: figs))
+    await runner.setup()
+    site = aiohttp_web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # bound to port 0: ask the socket
+    try:
+        dom, _ = await chromium("--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    assert '<section id="mirrors">' in dom
+    assert ('<td>TH\u2192KH</td><td class="num">2</td><td class="num">1</td><td class="num">1</td>'
+            '<td class="num">4 min</td><td class="num">0</td><td class="num">1.50 s</td>') in dom
+
+
 @pytest.mark.kafka
 async def test_a_missing_audit_topic_reads_as_empty(kafka: KafkaHandle) -> None:
     """Verifying a topic that does not exist yet finds nothing rather than hanging or crashing."""
