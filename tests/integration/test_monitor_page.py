@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,44 @@ async def test_the_monitor_rebuilds_its_figures_from_the_audit_topic(kafka: Kafk
     assert {c.name: c.events for c in got.corridors} == {"KH-TH": 4, "LA-TH": 1, "TH-TH": 1}
 
 
+@pytest.mark.kafka
+async def test_the_monitor_follows_every_mirrored_audit_topic(kafka: KafkaHandle,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """TH's and KH's audit topics, one created after the follower started, are read whole: the event
+    that crossed the corridor counts once and the corridor's forward is matched with its delivery."""
+    monkeypatch.setattr(app, "DISCOVER", 0.5)
+    run = uuid.uuid4().hex[:8]
+    th, kh = f"TH{run}.cb.audit", f"KH{run}.cb.audit"
+    pattern = rf"(?:TH|KH){run}\.cb\.audit"
+    w = synthetic.Writer(START)
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP", "KH.MOSVY"), 0, arrive_s={"KH": 1.5})
+    await ensure_topics(kafka.settings, [th], partitions=3)
+    await publish(kafka, th, w.audits["TH.cb.audit"])
+    monitor, stop = app.Monitor(), threading.Event()
+    follower = app.follow_audit(kafka.settings, load_default_schemas(), monitor, pattern, stop)
+    try:
+        await until(lambda: monitor.count == 2)
+        await ensure_topics(kafka.settings, [kh], partitions=3)
+        await publish(kafka, kh, w.audits["KH.cb.audit"])
+        await until(lambda: monitor.count == 3)
+    finally:
+        stop.set()
+        follower.join(10)
+    assert {topic for topic, _ in monitor.records} == {th, kh}
+    for got in (app.figures_now(monitor, START + timedelta(minutes=5)),
+                await app.figures_from_topic(kafka.settings, load_default_schemas(), START, pattern)):
+        assert (got.events, got.deliveries, got.records) == (1, 2, 3)
+        assert [(c.name, c.forwarded, c.delivered, c.mirror_lag.p50_ms) for c in got.crossings] == [
+            ("TH->KH", 1, 1, 1500.0)]
+
+
+async def until(ready: Any, timeout: float = 60.0) -> None:
+    """Wait until ``ready()`` holds (the follower reads in its own thread)."""
+    async with asyncio.timeout(timeout):
+        while not ready():
+            await asyncio.sleep(0.2)
+
+
 async def chromium(*args: str) -> tuple[str, str]:
     """Run headless Chromium with ``args``; its stdout and stderr."""
     proc = await asyncio.create_subprocess_exec(
@@ -117,6 +156,28 @@ async def test_the_page_shows_the_corridor_counts_in_chromium() -> None:
     console = [line for line in log.splitlines() if "CONSOLE" in line]
     assert [line for line in console if re.search(r"error|uncaught", line, re.IGNORECASE)] == []
     assert (ARTIFACTS / "monitor-page.png").stat().st_size > 10_000
+
+
+async def test_the_page_shows_the_corridor_mirrors_of_a_federation() -> None:
+    """With a federation's audit records the page lists each corridor direction with its counts."""
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium", pytrace=False)
+    w = synthetic.Writer(START)
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP", "KH.MOSVY"), 0, arrive_s={"KH": 1.5})
+    w.crossing("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 60, arrive_s={"KH": None})
+    figs = figures.compute(w.partitions(), START + timedelta(minutes=5))
+    runner = aiohttp_web.AppRunner(web.http_app(lambda: figs))
+    await runner.setup()
+    site = aiohttp_web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # bound to port 0: ask the socket
+    try:
+        dom, _ = await chromium("--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+    assert '<section id="mirrors">' in dom
+    assert ('<td>TH\u2192KH</td><td class="num">2</td><td class="num">1</td><td class="num">1</td>'
+            '<td class="num">4 min</td><td class="num">0</td><td class="num">1.50 s</td>') in dom
 
 
 @pytest.mark.kafka

@@ -121,6 +121,51 @@ def test_chains_are_checked_per_sender_across_audit_partitions() -> None:
     assert [(s.sender, s.status, s.links) for s in statuses] == [("KH.MOSVY", "ok", 2), ("TH.MSDHS", "ok", 4)]
 
 
+def federated(w: synthetic.Writer) -> None:
+    """TH.MSDHS sends to a local and a KH recipient, to KH only, then to a local recipient only."""
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP", "KH.MOSVY"), 0)
+    w.crossing("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 1)
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP",), 2)
+
+
+def test_a_forwarded_record_is_a_link_of_the_senders_chain() -> None:
+    """An envelope routed only to another country is audited as forwarded: a link, so no gap at 2."""
+    w = synthetic.Writer(START)
+    federated(w)
+    statuses = chains.check(w.partitions())
+    assert [(s.sender, s.status, s.links, s.last_sequence) for s in statuses] == [("TH.MSDHS", "ok", 3, 3)]
+
+
+def test_the_delivered_and_forwarded_records_of_one_envelope_are_one_link() -> None:
+    """Delivered to a local recipient and forwarded abroad at one outbox position: one link, no fork."""
+    w = synthetic.Writer(START)
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP", "KH.MOSVY", "LA.MLSW"), 0)
+    outcomes = sorted(r["outcome"] for r in w.audits["TH.cb.audit"])
+    assert outcomes == ["delivered", "forwarded", "forwarded"]
+    assert [(s.status, s.links) for s in chains.check(w.partitions())] == [("ok", 1)]
+
+
+def test_a_forged_forward_is_a_fork() -> None:
+    """A forwarded record claiming a sequence number with another hash is checked like a delivery."""
+    w = synthetic.Writer(START)
+    federated(w)
+    forward = next(r for r in w.audits["TH.cb.audit"] if r["outcome"] == "forwarded")
+    forged = dict(forward, envelope_hash=b"\x05" * 32, offset=30)
+    assert ("fork", 1) in kinds(status([*w.records, forged]))
+
+
+def test_records_of_a_corridor_topic_are_not_links() -> None:
+    """The destination's delivered and quarantined records of cb.xb.TH.KH are left out of TH's chain,
+    even with hashes and positions that would otherwise fork or break it."""
+    w = synthetic.Writer(START)
+    federated(w)
+    w.crossing("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 3, refuse="sender_topic_mismatch")
+    arrived = next(r for r in w.audits["KH.cb.audit"] if r["outcome"] == "delivered")
+    odd = dict(arrived, envelope_hash=b"\x06" * 32, prev_hash=b"\x07" * 32, sequence=9, offset=0)
+    assert all(chains.link_of(r) is None for r in [*w.audits["KH.cb.audit"], odd])
+    assert [(s.status, s.links) for s in chains.check([*w.partitions(), [odd]])] == [("ok", 4)]
+
+
 def in_partition(records: list[dict[str, Any]], partition: int, offset: int = 0) -> list[dict[str, Any]]:
     """The records as if their envelopes sat in ``partition`` of the outbox, from ``offset`` on."""
     return [dict(r, partition=partition, offset=offset + n) for n, r in enumerate(records)]

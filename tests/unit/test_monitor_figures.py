@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from casebridge.monitor import figures, synthetic
+from casebridge.monitor import figures, percentiles, synthetic
 
 START = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW = START + timedelta(minutes=5)
@@ -127,7 +127,7 @@ def test_chain_status_is_part_of_the_figures() -> None:
 ])
 def test_percentile_is_nearest_rank(values: list[float], share: float, expected: float | None) -> None:
     """Nearest-rank percentiles of sorted values."""
-    assert figures.percentile(values, share) == expected
+    assert percentiles.percentile(values, share) == expected
 
 
 def test_regional_participants_have_no_country() -> None:

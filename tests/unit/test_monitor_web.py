@@ -22,7 +22,8 @@ ALLOWED_KEYS = {
     "event_id", "case_ref", "sender", "recipient", "age_s", "sla", "agreement_id", "opened", "open", "met",
     "breached", "overdue", "opened_by", "parties", "status", "warned_at", "breached_at", "answered_at",
     "overdue_s", "quarantine", "chains", "partition", "links", "last_sequence", "findings", "kind",
-    "sequence", "position", "detail",
+    "sequence", "position", "detail", "forwarded", "crossings", "from", "to", "delivered", "refused",
+    "pending", "unmatched", "mirror_lag", "oldest_pending_s",
 }
 
 
@@ -123,3 +124,38 @@ def test_the_text_summary_fits_one_screen() -> None:
     assert "Corridors: KH\u2013TH 4 · LA\u2013TH 1 · TH\u2013TH 1 (domestic)" in lines
     assert "SLA MOU-KH-TH: reported 2, open 0, met 1, breached 0, overdue 1" in lines
     assert lines[-1] == "Chains (sender/partition): 6 of 6 ok"
+
+
+def federated_figures() -> figures.Figures:
+    """TH->KH: two forwards, one delivered at KH 1.5 s later, one pending; KH->TH: nothing yet."""
+    w = synthetic.Writer(START)
+    w.crossing("TH.MSDHS", "referral.sent", ("TH.RTP", "KH.MOSVY"), 0, arrive_s={"KH": 1.5})
+    w.crossing("TH.MSDHS", "referral.sent", ("KH.MOSVY",), 60, arrive_s={"KH": None})
+    return figures.compute(w.partitions(), START + timedelta(minutes=5))
+
+
+async def test_the_json_api_and_metrics_carry_the_corridor_crossings() -> None:
+    """/api/figures lists each corridor direction; /metrics has the same counts, labelled from and to."""
+    figs = federated_figures()
+    async with TestClient(TestServer(web.http_app(lambda: figs))) as test_client:
+        doc = await (await test_client.get("/api/figures")).json()
+        samples = parse_metrics(await (await test_client.get("/metrics")).text())
+    assert doc["crossings"] == [{
+        "corridor": "TH->KH", "from": "TH", "to": "KH", "forwarded": 2, "delivered": 1, "refused": 0,
+        "pending": 1, "unmatched": 0, "oldest_pending_s": 240.0,
+        "mirror_lag": {"count": 1, "p50_ms": 1500.0, "p90_ms": 1500.0, "p99_ms": 1500.0}}]
+    assert (doc["totals"]["events"], doc["totals"]["deliveries"], doc["totals"]["forwarded"]) == (1, 2, 2)
+    way = 'from="TH",to="KH"'
+    assert samples[("casebridge_corridor_forwarded_total", way)] == 2
+    assert samples[("casebridge_corridor_delivered_through_total", way)] == 1
+    assert samples[("casebridge_corridor_pending", way)] == 1
+    assert samples[("casebridge_corridor_oldest_pending_seconds", way)] == 240
+    assert samples[("casebridge_corridor_mirror_lag_seconds", f'{way},quantile="0.99"')] == 1.5
+    assert samples[("casebridge_corridor_mirror_lag_seconds_count", way)] == 1
+
+
+def test_the_text_summary_has_a_line_per_corridor_direction() -> None:
+    """A federation's summary adds, after the corridors, the forwards, deliveries and lag per direction."""
+    lines = view.summary(federated_figures())
+    assert lines[2] == ("Corridor TH->KH: forwarded 2, delivered 1, pending 1 (oldest 240 s), refused 0; "
+                        "mirror lag p50 1.50 s · p99 1.50 s")

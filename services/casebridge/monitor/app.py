@@ -1,11 +1,14 @@
-"""``casebridge monitor run``: a follower of ``cb.audit`` and the secretariat's web page.
+"""``casebridge monitor run``: a follower of the audit topics and the secretariat's web page.
 
-State: in-process, rebuilt from the topic at every start (the topic is the source of truth). A
-thread reads every partition of ``cb.audit`` from its beginning, committed records only, with a
-group-less consumer, and keeps going live; each decoded record is stored under its audit position
-(partition, offset), and the figures are recomputed from the records (at most once a second) when
-asked. No state table: the figures are derived from the whole stream (percentiles, chain order),
-and a changelog would only copy ``cb.audit``. Any number of monitors can run: none joins a group.
+State: in-process, rebuilt from the topics at every start (they are the source of truth). A thread
+reads every partition of every audit topic (``audit.AUDIT_PATTERN``: ``cb.audit`` and, in a
+federation, each country's mirrored ``<alias>.cb.audit``) from its beginning, committed records
+only, with a group-less consumer, and keeps going live; it looks for new matching topics and
+partitions every ``DISCOVER`` seconds (a country joining the federation). Each decoded record is
+stored under its audit position (topic, partition, offset), and the figures are recomputed from the
+records (at most once a second) when asked. No state table: the figures are derived from the whole
+stream (percentiles, chain order), and a changelog would only copy the audit topics. Any number of
+monitors can run: none joins a group.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import asyncio
 import signal
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from casebridge.core import access, avro
 from casebridge.core.errors import CaseBridgeError
@@ -31,14 +35,16 @@ from casebridge.runtime.settings import Settings
 
 log = get_logger("casebridge.monitor")
 REFRESH = timedelta(seconds=1)
+DISCOVER = 10.0  # seconds between two looks for new audit topics and partitions
+AuditPosition = tuple[str, int]  # (audit topic, partition)
 
 
 @dataclass
 class Monitor:
-    """The records read so far, by audit partition and offset, and the last figures computed."""
+    """The records read so far, by audit topic, partition and offset, and the last figures computed."""
 
     bucket: timedelta = timedelta(minutes=1)
-    records: dict[int, dict[int, Mapping[str, Any]]] = field(default_factory=dict)
+    records: dict[AuditPosition, dict[int, Mapping[str, Any]]] = field(default_factory=dict)
     undecodable: int = 0
     cached: figures.Figures | None = None
     cached_count: int = -1
@@ -48,17 +54,18 @@ class Monitor:
         return sum(len(part) for part in self.records.values())
 
 
-def remember(monitor: Monitor, partition: int, offset: int, record: Mapping[str, Any]) -> None:
-    monitor.records.setdefault(partition, {}).setdefault(offset, record)
+def remember(monitor: Monitor, topic: str, partition: int, offset: int, record: Mapping[str, Any]) -> None:
+    monitor.records.setdefault((topic, partition), {}).setdefault(offset, record)
 
 
-def take(monitor: Monitor, schemas: avro.SchemaSet, partition: int, offset: int, value: bytes) -> None:
+def take(monitor: Monitor, schemas: avro.SchemaSet, topic: str, partition: int, offset: int,
+         value: bytes) -> None:
     """Decode one audit record and keep it; an undecodable one is counted and logged."""
     try:
-        remember(monitor, partition, offset, avro.decode(schemas, value, audit.AUDIT))
+        remember(monitor, topic, partition, offset, avro.decode(schemas, value, audit.AUDIT))
     except CaseBridgeError as exc:
         monitor.undecodable += 1
-        log.warning("audit_undecodable", partition=partition, offset=offset, code=exc.code)
+        log.warning("audit_undecodable", topic=topic, partition=partition, offset=offset, code=exc.code)
 
 
 def partitions(monitor: Monitor) -> list[list[Mapping[str, Any]]]:
@@ -75,21 +82,24 @@ def figures_now(monitor: Monitor, now: datetime) -> figures.Figures:
     return monitor.cached
 
 
-def follow_audit(settings: Settings, schemas: avro.SchemaSet, monitor: Monitor, topic: str,
+def follow_audit(settings: Settings, schemas: avro.SchemaSet, monitor: Monitor, pattern: str,
                  stop: threading.Event) -> threading.Thread:
-    """A thread that reads every partition of ``topic`` from its beginning (committed records, no
-    group, nothing committed: the monitor rebuilds at every start) and keeps each record."""
+    """A thread that reads every partition of every topic ``pattern`` matches from its beginning
+    (committed records, no group, nothing committed: the monitor rebuilds at every start), keeps
+    each record, and adds the topics and partitions that appear later."""
 
     def run() -> None:
         reader = ckafka.consumer(settings, access.app_id(access.MONITOR))  # assigned: joins no group
+        assigned: set[AuditPosition] = set()
+        looked = float("-inf")
         try:
-            parts = reader.list_topics(topic, timeout=30).topics[topic].partitions
-            reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)])
-            log.info("monitor_following", topic=topic, partitions=len(parts))
             while not stop.is_set():
+                if time.monotonic() - looked >= DISCOVER:
+                    assigned |= discover(reader, pattern, assigned)
+                    looked = time.monotonic()
                 for m in reader.consume(1000, 0.5):
                     if m.error() is None and m.value() is not None:
-                        take(monitor, schemas, m.partition(), m.offset(), m.value())
+                        take(monitor, schemas, m.topic(), m.partition(), m.offset(), m.value())
         finally:
             reader.close()
 
@@ -98,16 +108,27 @@ def follow_audit(settings: Settings, schemas: avro.SchemaSet, monitor: Monitor, 
     return thread
 
 
+def discover(reader: Consumer, pattern: str, assigned: set[AuditPosition]) -> set[AuditPosition]:
+    """Assign, from their beginning, the partitions of matching topics not assigned yet; those added."""
+    known = reader.list_topics(timeout=30).topics
+    new = {(name, p) for name in audit.matching(known, pattern) for p in known[name].partitions} - assigned
+    if new:
+        reader.incremental_assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in sorted(new)])
+        for name in sorted({t for t, _ in new}):
+            log.info("monitor_following", topic=name, partitions=sum(1 for t, _ in new if t == name))
+    return new
+
+
 def run(settings: Settings, schemas: avro.SchemaSet, port: int, bucket: timedelta = timedelta(minutes=1),
-        host: str = "127.0.0.1", topic: str = audit.AUDIT_TOPIC) -> int:
-    """``casebridge monitor run``: follow the audit topic and serve the page until SIGTERM / SIGINT."""
+        host: str = "127.0.0.1", pattern: str = audit.AUDIT_PATTERN) -> int:
+    """``casebridge monitor run``: follow the audit topics and serve the page until SIGTERM / SIGINT."""
     monitor, stop = Monitor(bucket), threading.Event()
 
     async def serve() -> None:
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, done.set)
-        follower = follow_audit(settings, schemas, monitor, topic, stop)
+        follower = follow_audit(settings, schemas, monitor, pattern, stop)
         web_task = asyncio.create_task(serve_http(monitor, host, port, http.server_tls(settings)))
         await done.wait()
         stop.set()
@@ -120,9 +141,9 @@ def run(settings: Settings, schemas: avro.SchemaSet, port: int, bucket: timedelt
 
 
 async def figures_from_topic(settings: Settings, schemas: avro.SchemaSet, now: datetime,
-                             topic: str = audit.AUDIT_TOPIC) -> figures.Figures:
-    """The figures of everything on the audit topic now (one read, no worker: for the demo's summary)."""
-    log = await audit.read_topic(settings, schemas, topic)
+                             pattern: str = audit.AUDIT_PATTERN) -> figures.Figures:
+    """The figures of everything on the audit topics now (one read, no worker: for the demo's summary)."""
+    log = await audit.read_topics(settings, schemas, pattern)
     return figures.compute(log.partitions, now)
 
 

@@ -1,13 +1,17 @@
-"""``casebridge audit verify``: read the audit stream (topic or file) and check every sender's chain.
+"""``casebridge audit verify``: read the audit stream (topics or file) and check every sender's chain.
 
-The topic is read from the beginning with a group-less consumer up to the end offsets it had when
-the read began (a snapshot), partition by partition in offset order. A file holds one audit record
-per line as JSON (``casebridge audit dump`` writes it): bytes as hex, times as ISO 8601.
+The audit topics are every topic whose name matches a pattern: by default ``cb.audit`` and, on the
+secretariat's cluster of a federation, each ``<alias>.cb.audit`` MirrorMaker 2 copied from a
+country's cluster (DefaultReplicationPolicy: source alias, a dot, the topic). Each is read from the
+beginning with a group-less consumer up to the end offsets it had when the read began (a snapshot),
+partition by partition in offset order. A file holds one audit record per line as JSON
+(``casebridge audit dump`` writes it): bytes as hex, times as ISO 8601.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,13 +21,14 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from casebridge.core import avro
+from casebridge.core import avro, topics
 from casebridge.core.errors import CaseBridgeError
 from casebridge.monitor import chains
 from casebridge.runtime.kafka import new_consumer
 from casebridge.runtime.settings import Settings
 
-AUDIT_TOPIC = "cb.audit"
+AUDIT_TOPIC = topics.AUDIT
+AUDIT_PATTERN = rf"(?:[A-Za-z0-9_-]+\.)?{re.escape(topics.AUDIT)}"  # cb.audit and <alias>.cb.audit
 AUDIT = "casebridge.audit.AuditRecord"
 BYTES_FIELDS = ("prev_hash", "envelope_hash")
 TIME_FIELDS = ("decided_at", "created_at")
@@ -34,7 +39,17 @@ class AuditLog:
     """Decoded audit records grouped by audit partition (read order) and what could not be read."""
 
     partitions: tuple[tuple[Mapping[str, Any], ...], ...]
-    undecodable: tuple[str, ...]  # "<partition>@<offset>: <code>" or "line <n>: <why>"
+    undecodable: tuple[str, ...]  # "[<topic>/]<partition>@<offset>: <code>" or "line <n>: <why>"
+
+
+def literal(topic: str) -> str:
+    """The pattern that matches ``topic`` only."""
+    return re.escape(topic)
+
+
+def matching(names: Iterable[str], pattern: str) -> list[str]:
+    """The names the whole of ``pattern`` matches, sorted."""
+    return sorted(name for name in names if re.fullmatch(pattern, name))
 
 
 def record_to_json(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -93,6 +108,25 @@ def decode_all(schemas: avro.SchemaSet, messages: Iterable[tuple[int, int, bytes
 async def read_topic(settings: Settings, schemas: avro.SchemaSet, topic: str = AUDIT_TOPIC) -> AuditLog:
     """Everything on ``topic`` up to the end offsets at the start of the read."""
     return decode_all(schemas, await snapshot(settings, topic))
+
+
+async def read_topics(settings: Settings, schemas: avro.SchemaSet, pattern: str = AUDIT_PATTERN) -> AuditLog:
+    """Everything on each topic ``pattern`` matches (sorted by name), each up to its end offsets at
+    the start of its read; an undecodable record is named with its topic."""
+    names = await topics_matching(settings, pattern)
+    logs = {topic: await read_topic(settings, schemas, topic) for topic in names}
+    return AuditLog(tuple(part for log in logs.values() for part in log.partitions),
+                    tuple(f"{topic}/{where}" for topic, log in logs.items() for where in log.undecodable))
+
+
+async def topics_matching(settings: Settings, pattern: str) -> list[str]:
+    """The topics of the cluster (those the principal may describe) that ``pattern`` matches."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, **settings.kafka_auth)
+    await admin.start()
+    try:
+        return matching(await admin.list_topics(), pattern)
+    finally:
+        await admin.close()
 
 
 async def snapshot(settings: Settings, topic: str) -> list[tuple[int, int, bytes]]:

@@ -14,9 +14,14 @@ reports, with the sender, the partition and the position:
 - ``out_of_order``: within one audit partition (or file) the source offsets of one chain go
   backwards, i.e. the audit log itself was rearranged.
 
-Chain members are delivered and quarantined records of the topic's owner with a sequence >= 1:
-a quarantined record consumed its sender's sequence number, but the router recorded no envelope
-hash for it, so the link after it cannot be checked (it is not reported). Replays (``replay``)
+Chain members are delivered, forwarded and quarantined records of the topic's owner with a
+sequence >= 1: a quarantined record consumed its sender's sequence number, but the router recorded
+no envelope hash for it, so the link after it cannot be checked (it is not reported). In a
+federation the origin router writes ``forwarded`` when it puts an envelope on a corridor
+``cb.xb.<from>.<to>``: a link of the sender's chain (at its outbox position), not a delivery; the
+same envelope's ``delivered`` record for local recipients is the same link. The destination
+router's records of that envelope name the corridor topic as their source: they are not links
+(the chain is the origin's outbox, which the origin's audit covers). Replays (``replay``)
 are re-sent old links already refused; deadline alerts and router receipts are not chained
 (sequence 0). An exact duplicate (same position and hash: the router's at-least-once redelivery)
 is harmless and ignored.
@@ -28,10 +33,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from casebridge.core import topics
+
 Record = Mapping[str, Any]
 ChainKey = tuple[str, int]  # (sender, partition of cb.out.<sender>)
-OUT_PREFIX = "cb.out."
-CHAINED_OUTCOMES = frozenset({"delivered", "quarantined"})
+CHAINED_OUTCOMES = frozenset({"delivered", "forwarded", "quarantined"})
 SEVERITY = ("fork", "broken_link", "reorder", "out_of_order", "gap")
 
 
@@ -81,9 +87,10 @@ class ChainStatus:
 
 
 def link_of(record: Record) -> Link | None:
-    """The chain link an audit record stands for, or None when it is not part of a chain."""
+    """The chain link an audit record stands for, or None when it is not part of a chain (a record
+    whose source is not the sender's own outbox, e.g. a corridor topic, is not)."""
     sender, sequence, topic = record.get("sender"), record.get("sequence"), record.get("topic")
-    if not sender or not sequence or sequence < 1 or topic != f"{OUT_PREFIX}{sender}":
+    if not sender or not sequence or sequence < 1 or topic != topics.outbox(sender):
         return None
     if record.get("outcome") not in CHAINED_OUTCOMES or record.get("code") == "replay":
         return None

@@ -1,12 +1,15 @@
-"""The secretariat's figures, computed from decoded ``cb.audit`` records and the time (pure).
+"""The secretariat's figures, computed from decoded audit records and the time (pure).
 
 Audit records are metadata only; the figures keep only ids, types, codes, participant ids,
 pseudonymous case references and times. Counting rules:
 
-- an event counts once (its first ``delivered`` record; a router redelivery repeats the event id);
-  on a corridor (unordered pair of the sender's country and a recipient's country; ``KH-KH`` is
-  domestic, ``REG.*`` participants have no country) it counts once per recipient country, and
-  ``deliveries`` counts each recipient. ``receipt.*`` events are counted apart, not on corridors.
+- an event counts once (its first ``delivered`` record; a router redelivery repeats the event id),
+  with the recipients of all its ``delivered`` records: in a federation each country's router
+  delivers to its own participants, and a ``forwarded`` record (the origin putting the envelope on
+  a corridor) is not a delivery; on a corridor (unordered pair of the sender's country and a
+  recipient's country; ``KH-KH`` is domestic, ``REG.*`` participants have no country) it counts
+  once per recipient country, and ``deliveries`` counts each recipient. ``receipt.*`` events are
+  counted apart, not on corridors.
 - latency: an event's ``created_at`` to the ``created_at`` of the ``receipt.delivered`` its
   recipient sent (``correlation_id`` = the event, receipt sender = that recipient).
 - outstanding: (event, recipient) pairs with no ``receipt.delivered`` yet.
@@ -15,6 +18,8 @@ pseudonymous case references and times. Counting rules:
   answers the opening event before a breach; *overdue* when breached and still unanswered.
   Obligations answered before the tracker warned never reach the audit stream and are not counted.
 - quarantine: records refused per reason code (one per source position).
+- crossings: per direction of a corridor between national clusters, what was forwarded, delivered
+  through, refused and pending, and the mirror lag (``monitor.federation``).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from casebridge.monitor import chains
+from casebridge.monitor import chains, federation
 from casebridge.monitor.chains import ChainStatus
+from casebridge.monitor.federation import Crossing
+from casebridge.monitor.percentiles import Latency, latency_of
 
 Record = Mapping[str, Any]
 ALERTS = ("deadline.approaching", "sla.breached")
@@ -44,15 +51,6 @@ class Corridor:
     @property
     def name(self) -> str:
         return f"{self.a}-{self.b}"
-
-
-@dataclass(frozen=True)
-class Latency:
-    count: int
-    p50_ms: float | None
-    p90_ms: float | None
-    p99_ms: float | None
-    sum_ms: float
 
 
 @dataclass(frozen=True)
@@ -91,6 +89,7 @@ class Figures:
     obligations: tuple[Obligation, ...]
     quarantine: Mapping[str, int]
     chains: tuple[ChainStatus, ...]
+    crossings: tuple[Crossing, ...]  # a federation's corridor directions (none on one cluster)
 
 
 def country_of(participant: str) -> str | None:
@@ -103,12 +102,16 @@ def pair(x: str, y: str) -> tuple[str, str]:
 
 
 def first_delivered(records: Iterable[Record]) -> list[Record]:
-    """The first ``delivered`` record of each event id, in the given order."""
+    """The first ``delivered`` record of each event id, in the given order, with the recipients of
+    every ``delivered`` record of that event (first seen first)."""
     firsts: dict[str, Record] = {}
+    recipients: dict[str, dict[str, None]] = {}  # an insertion-ordered set per event
     for record in records:
         if record.get("outcome") == "delivered" and record.get("event_id"):
             firsts.setdefault(record["event_id"], record)
-    return list(firsts.values())
+            more = dict.fromkeys(record.get("recipients") or ())
+            recipients.setdefault(record["event_id"], {}).update(more)
+    return [{**first, "recipients": list(recipients[event_id])} for event_id, first in firsts.items()]
 
 
 def is_receipt(record: Record) -> bool:
@@ -165,14 +168,6 @@ def delivered_receipts(delivered: Sequence[Record]) -> dict[tuple[str, str], Rec
     return found
 
 
-def percentile(values: Sequence[float], share: float) -> float | None:
-    """Nearest-rank percentile of sorted ``values`` (None when empty)."""
-    if not values:
-        return None
-    rank = max(1, -(-len(values) * share // 1))
-    return values[int(rank) - 1]
-
-
 def latency_and_outstanding(events: Sequence[Record], receipts: Mapping[tuple[str, str], Record],
                             now: datetime) -> tuple[Latency, tuple[Outstanding, ...]]:
     waits: list[float] = []
@@ -186,10 +181,7 @@ def latency_and_outstanding(events: Sequence[Record], receipts: Mapping[tuple[st
                 missing.append(Outstanding(event["event_id"], event["event_type"], event["case_ref"],
                                            event["sender"], recipient,
                                            (now - event["created_at"]).total_seconds()))
-    waits.sort()
-    latency = Latency(len(waits), percentile(waits, 0.5), percentile(waits, 0.9), percentile(waits, 0.99),
-                      sum(waits))
-    return latency, tuple(sorted(missing, key=lambda o: -o.age_s))
+    return latency_of(waits), tuple(sorted(missing, key=lambda o: -o.age_s))
 
 
 def obligations_of(records: Iterable[Record], answers: Sequence[Record]) -> tuple[Obligation, ...]:
@@ -248,5 +240,5 @@ def compute(partitions: Sequence[Sequence[Record]], now: datetime,
         corridors=corridor_figures(events), series=series_of(events, bucket),
         receipts=dict(sorted(receipt_counts.items())), latency=latency, outstanding=outstanding,
         obligations=obligations_of(records, events), quarantine=quarantine_counts(records),
-        chains=chains.check(partitions),
+        chains=chains.check(partitions), crossings=federation.crossings(records, now),
     )

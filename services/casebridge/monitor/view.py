@@ -11,7 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from casebridge.monitor.chains import ChainStatus
+from casebridge.monitor.federation import Crossing
 from casebridge.monitor.figures import COUNTRIES, LIST_LIMIT, Figures, Obligation, Outstanding
+from casebridge.monitor.percentiles import Latency
 
 STATUSES = ("open", "met", "breached", "overdue")
 
@@ -26,14 +28,14 @@ def to_json(f: Figures) -> dict[str, Any]:
         "generated_at": iso(f.generated_at), "countries": list(COUNTRIES),
         "totals": {"records": f.records, "events": f.events, "deliveries": f.deliveries,
                    "receipts": sum(f.receipts.values()), "quarantined": sum(f.quarantine.values()),
-                   "receipts_outstanding": len(f.outstanding)},
+                   "receipts_outstanding": len(f.outstanding),
+                   "forwarded": sum(c.forwarded for c in f.crossings)},
         "corridors": [{"corridor": c.name, "a": c.a, "b": c.b, "domestic": c.a == c.b, "events": c.events,
                        "deliveries": c.deliveries, "by_type": dict(c.by_type)} for c in f.corridors],
         "series": [{"start": iso(start), "corridor": name, "event_type": kind, "events": n}
                    for start, name, kind, n in f.series],
         "receipts": dict(f.receipts),
-        "latency": {"count": f.latency.count, "p50_ms": f.latency.p50_ms, "p90_ms": f.latency.p90_ms,
-                    "p99_ms": f.latency.p99_ms},
+        "latency": latency_json(f.latency),
         "outstanding": {"count": len(f.outstanding),
                         "oldest_s": f.outstanding[0].age_s if f.outstanding else None,
                         "items": [outstanding_json(o) for o in f.outstanding[:LIST_LIMIT]]},
@@ -41,7 +43,21 @@ def to_json(f: Figures) -> dict[str, Any]:
         "overdue": [obligation_json(o, f.generated_at) for o in f.obligations if o.status == "overdue"],
         "quarantine": dict(f.quarantine),
         "chains": [chain_json(c) for c in f.chains],
+        "crossings": [crossing_json(c) for c in f.crossings],
     }
+
+
+def latency_json(latency: Latency) -> dict[str, Any]:
+    return {"count": latency.count, "p50_ms": latency.p50_ms, "p90_ms": latency.p90_ms,
+            "p99_ms": latency.p99_ms}
+
+
+def crossing_json(c: Crossing) -> dict[str, Any]:
+    """One direction of a corridor between national clusters (``from`` -> ``to``)."""
+    oldest = round(c.oldest_pending_s, 3) if c.oldest_pending_s is not None else None
+    return {"corridor": c.name, "from": c.source, "to": c.target, "forwarded": c.forwarded,
+            "delivered": c.delivered, "refused": c.refused, "pending": c.pending, "unmatched": c.unmatched,
+            "mirror_lag": latency_json(c.mirror_lag), "oldest_pending_s": oldest}
 
 
 def outstanding_json(o: Outstanding) -> dict[str, Any]:
@@ -120,21 +136,65 @@ def metrics(f: Figures) -> str:
             sample("casebridge_chain_ok", chain_labels(c), int(c.status == "ok")) for c in f.chains]),
         *family("casebridge_chain_last_sequence", "gauge", "Highest sequence number per chain.", [
             sample("casebridge_chain_last_sequence", chain_labels(c), c.last_sequence) for c in f.chains]),
+        *crossing_lines(f),
     ]
     return "\n".join(lines) + "\n"
 
 
+CROSSING_SAMPLES = {  # Crossing attribute: metric name, type, help
+    "forwarded": ("casebridge_corridor_forwarded_total", "counter",
+                  "Envelopes the origin router forwarded onto a corridor."),
+    "delivered": ("casebridge_corridor_delivered_through_total", "counter",
+                  "Forwarded envelopes the destination router delivered from the corridor."),
+    "refused": ("casebridge_corridor_refused_total", "counter",
+                "Corridor records the destination router quarantined and never delivered."),
+    "pending": ("casebridge_corridor_pending", "gauge",
+                "Forwarded envelopes neither delivered nor refused at the destination yet."),
+    "unmatched": ("casebridge_corridor_unmatched", "gauge",
+                  "Deliveries from a corridor with no forward seen in the origin's audit."),
+}
+
+
+def crossing_lines(f: Figures) -> Iterator[str]:
+    """Per direction of a corridor between national clusters (labels ``from`` and ``to``)."""
+    for attribute, (name, kind, doc) in CROSSING_SAMPLES.items():
+        yield from family(name, kind, doc, [sample(name, way(c), getattr(c, attribute)) for c in f.crossings])
+    name = "casebridge_corridor_oldest_pending_seconds"
+    yield from family(name, "gauge", "Age of the oldest pending forward per corridor direction.", [
+        sample(name, way(c), c.oldest_pending_s) for c in f.crossings if c.oldest_pending_s is not None])
+    name = "casebridge_corridor_mirror_lag_seconds"
+    yield from family(name, "summary", "Forward at the origin to delivery at the destination.", [
+        line for c in f.crossings for line in summary_samples(name, way(c), c.mirror_lag)])
+
+
+def way(c: Crossing) -> dict[str, object]:
+    return {"from": c.source, "to": c.target}
+
+
+def summary_samples(name: str, labels: Mapping[str, object], latency: Latency) -> list[str]:
+    """The quantile, ``_sum`` and ``_count`` samples of one summary (durations in seconds)."""
+    quantiles = {"0.5": latency.p50_ms, "0.9": latency.p90_ms, "0.99": latency.p99_ms}
+    return [*(sample(name, {**labels, "quantile": q}, ms / 1000) for q, ms in quantiles.items()
+              if ms is not None),
+            sample(f"{name}_sum", labels, latency.sum_ms / 1000),
+            sample(f"{name}_count", labels, latency.count)]
+
+
 def latency_lines(f: Figures) -> Iterator[str]:
     name = "casebridge_delivery_latency_seconds"
-    quantiles = {"0.5": f.latency.p50_ms, "0.9": f.latency.p90_ms, "0.99": f.latency.p99_ms}
-    yield from family(name, "summary", "Event creation to its delivered receipt.", [
-        *(sample(name, {"quantile": q}, ms / 1000) for q, ms in quantiles.items() if ms is not None),
-        sample(f"{name}_sum", {}, f.latency.sum_ms / 1000),
-        sample(f"{name}_count", {}, f.latency.count)])
+    yield from family(name, "summary", "Event creation to its delivered receipt.",
+                      summary_samples(name, {}, f.latency))
 
 
 def seconds(ms: float | None) -> str:
     return "-" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def crossing_line(c: Crossing) -> str:
+    oldest = f" (oldest {c.oldest_pending_s:.0f} s)" if c.oldest_pending_s is not None else ""
+    return (f"Corridor {c.name}: forwarded {c.forwarded}, delivered {c.delivered}, pending {c.pending}"
+            f"{oldest}, refused {c.refused}; mirror lag p50 {seconds(c.mirror_lag.p50_ms)} · p99 "
+            f"{seconds(c.mirror_lag.p99_ms)}")
 
 
 def summary(f: Figures) -> list[str]:
@@ -146,6 +206,7 @@ def summary(f: Figures) -> list[str]:
         f"Events {f.events} (deliveries {f.deliveries}), receipts {sum(f.receipts.values())}, "
         f"quarantined {sum(f.quarantine.values())}, audit records {f.records}",
         f"Corridors: {corridors or 'none yet'}",
+        *map(crossing_line, f.crossings),
         f"Latency (event -> delivered receipt): p50 {seconds(f.latency.p50_ms)} · p90 "
         f"{seconds(f.latency.p90_ms)} · p99 {seconds(f.latency.p99_ms)} ({f.latency.count} receipts); "
         f"outstanding {len(f.outstanding)}",

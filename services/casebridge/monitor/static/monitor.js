@@ -66,9 +66,15 @@ function draw(f) {
   const t = f.totals;
   document.getElementById("totals").textContent =
     `${t.events} events, ${t.deliveries} deliveries, ${t.receipts} receipts, ${t.quarantined} quarantined, ` +
-    `${t.records} audit records`;
+    `${t.records} audit records` + (t.forwarded ? `, ${t.forwarded} forwarded across corridors` : "");
   fillTable("corridors", f.corridors.map((c) => [cell(`${c.a}${DASH}${c.b}`), cell(c.events, "num"),
     cell(c.deliveries, "num")]));
+  const crossings = f.crossings || [];
+  document.getElementById("mirrors").hidden = crossings.length === 0;
+  fillTable("crossings", crossings.map((c) => [cell(`${c.from}\u2192${c.to}`), cell(c.forwarded, "num"),
+    cell(c.delivered, "num"), cell(c.pending, "num"), cell(duration(c.oldest_pending_s), "num"),
+    cell(c.refused, c.refused ? "num bad" : "num"), cell(seconds(c.mirror_lag.p50_ms), "num"),
+    cell(seconds(c.mirror_lag.p99_ms), "num")]));
   const l = f.latency;
   fillTable("latency", [[cell(l.count, "num"), cell(seconds(l.p50_ms), "num"), cell(seconds(l.p90_ms), "num"),
     cell(seconds(l.p99_ms), "num"), cell(f.outstanding.count, "num"), cell(duration(f.outstanding.oldest_s), "num")]]);
