@@ -33,7 +33,9 @@ from casebridge.core.access import Grant
 
 ADMIN = "admin"
 OPERATIONS = {"read": AclOperation.READ, "write": AclOperation.WRITE,
-              "describe": AclOperation.DESCRIBE, "create": AclOperation.CREATE}
+              "describe": AclOperation.DESCRIBE, "create": AclOperation.CREATE,
+              # MirrorMaker 2 copies a source topic's settings onto the topic it creates
+              "describe_configs": AclOperation.DESCRIBE_CONFIGS}
 RESOURCES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
              "transactional_id": ResourceType.TRANSACTIONAL_ID}
 PATTERNS = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
