@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from casebridge.core import federation as topology
 from casebridge.core.access import Grant
 from casebridge.core.topics import XB_PREFIX
 from casebridge.localkafka import broker, mirror
@@ -46,11 +47,11 @@ def source_grants() -> list[Grant]:
 
 def own_grants() -> list[Grant]:
     """On KH: create and write the corridor; the herder's group, internal topics and transactions."""
-    leader, tasks = mirror.transactional_ids("TH")
+    leader, tasks = topology.transactional_ids("TH")
     grants = [Grant(MIRROR, "topic", CORRIDOR, "literal", op) for op in ("create", "write", "describe")]
-    grants += [Grant(MIRROR, "topic", name, "literal", op) for name in mirror.internal_topics("TH")
+    grants += [Grant(MIRROR, "topic", name, "literal", op) for name in topology.internal_topics("TH")
                for op in ("create", "read", "write", "describe")]
-    grants += [Grant(MIRROR, "group", mirror.worker_group("TH"), "literal", "read")]
+    grants += [Grant(MIRROR, "group", topology.worker_group("TH"), "literal", "read")]
     grants += [Grant(MIRROR, "transactional_id", leader, "literal", op) for op in ("write", "describe")]
     grants += [Grant(MIRROR, "transactional_id", tasks, "prefixed", op) for op in ("write", "describe")]
     return grants

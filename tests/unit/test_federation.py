@@ -29,15 +29,17 @@ def test_corridors_and_outboxes_are_co_partitioned() -> None:
 
 
 def test_a_partners_mirror_may_only_read_the_corridor_meant_for_it() -> None:
-    """On KH's cluster TH's MirrorMaker reads cb.xb.KH.TH and nothing else; it writes nothing."""
+    """On KH's cluster TH's MirrorMaker reads cb.xb.KH.TH (and its settings) and nothing else; it
+    writes nothing, joins no group, holds no transactional id there."""
     mine = [g for g in federation.grants(FED, "KH", IDS) if g.principal == "TH.MIRROR"]
-    assert {(g.name, g.operation) for g in mine} == {("cb.xb.KH.TH", "read"), ("cb.xb.KH.TH", "describe")}
+    assert {(g.resource, g.name, g.operation) for g in mine} == {
+        ("topic", "cb.xb.KH.TH", op) for op in ("read", "describe", "describe_configs")}
 
 
 def test_the_secretariats_mirror_reads_the_audit_and_its_corridor_only() -> None:
     mine = {(g.name, g.operation) for g in federation.grants(FED, "TH", IDS) if g.principal == "REG.MIRROR"}
-    assert mine == {("cb.audit", "read"), ("cb.audit", "describe"),
-                    ("cb.xb.TH.REG", "read"), ("cb.xb.TH.REG", "describe")}
+    assert mine == {(name, op) for name in ("cb.audit", "cb.xb.TH.REG")
+                    for op in ("read", "describe", "describe_configs")}
 
 
 @pytest.mark.parametrize("name", ["cb.xb.TH.KH", "cb.directory", "cb.agreements"])

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from casebridge import __version__
-from casebridge.cli import broker, demo, envelope, monitor, network, policy, security, stats
+from casebridge.cli import broker, demo, envelope, federation, monitor, network, policy, security, stats
 from casebridge.core.errors import CaseBridgeError
 
-GROUPS = (broker, demo, network, envelope, policy, monitor, security, stats)
+GROUPS = (broker, demo, federation, network, envelope, policy, monitor, security, stats)
 
 TEMPFAIL = 75  # EX_TEMPFAIL, as a worker fenced for good exits: a supervisor tries again
 TEMPORARY = frozenset({"kafka_unreachable"})

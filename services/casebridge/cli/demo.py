@@ -18,4 +18,10 @@ def register(sub: Any) -> None:
         action="store_true",
         help="run the broker without SASL/ACLs (default: secured, each service its own user)",
     )
+    parser.add_argument(
+        "--federated",
+        action="store_true",
+        help="run it across a federation: TH's, KH's and the secretariat's own clusters, joined by "
+             "MirrorMaker 2",
+    )
     parser.set_defaults(func=cmd_demo)

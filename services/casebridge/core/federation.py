@@ -28,7 +28,28 @@ from casebridge.core.access import Grant, topic
 from casebridge.core.model import REGION, country_of
 
 MIRROR_SUFFIX = "MIRROR"
-MIRROR_GROUP = "mm2-"  # MirrorMaker's groups and internal topics start so on its own cluster
+SOURCE_CONNECTOR = "MirrorSourceConnector"
+
+
+# --- the names MirrorMaker 2 (dedicated mode) uses on its own cluster: its defaults, which the
+# --- grants must name (checked against Kafka 4.1.1's connect-mirror)
+
+
+def worker_group(source: str) -> str:
+    """The Connect group of the ``source -> own`` herder (also the prefix of its task ids)."""
+    return f"{source}-mm2"
+
+
+def internal_topics(source: str) -> tuple[str, str, str]:
+    """The herder's offsets, status and configs topics on the own cluster."""
+    offsets, status, configs = (f"mm2-{kind}.{source}.internal" for kind in ("offsets", "status", "configs"))
+    return offsets, status, configs
+
+
+def transactional_ids(source: str) -> tuple[str, str]:
+    """With exactly-once: the leader's id (config topic) and the prefix of the task producers'."""
+    group = worker_group(source)
+    return f"connect-cluster-{group}", f"{group}-{SOURCE_CONNECTOR}-"
 
 
 def mirror_principal(member: str) -> str:
@@ -102,20 +123,31 @@ def grants(fed: Federation, member: str, participants: Sequence[str]) -> list[Gr
         if pid == access.SECRETARIAT and member != REGION:  # its copies are the mirror's to write
             found -= {g for name in access.SHARED_READ for g in topic(pid, name, "write")}
     found |= set(services(fed, member))
-    mirror = mirror_principal(member)
-    for flow in fed.flows_into(member):  # our MirrorMaker writes the copies, and only it
-        for name in flow.topics:
-            found |= set(topic(mirror, flow.mirrored(name), "create", "read", "write", "describe"))
-    found |= set(topic(mirror, MIRROR_GROUP, "create", "read", "write", "describe", pattern="prefixed"))
-    found |= {Grant(mirror, "group", MIRROR_GROUP, "prefixed", "read"),
-              Grant(mirror, "transactional_id", MIRROR_GROUP, "prefixed", "write"),
-              Grant(mirror, "transactional_id", MIRROR_GROUP, "prefixed", "describe")}
+    found |= set(own_mirror(fed, member))
     for partner in fed.partners(member):  # a partner's MirrorMaker reads what is meant for it
         for flow in fed.flows_into(partner):
             if flow.source == member:
-                for name in flow.topics:
-                    found |= set(topic(mirror_principal(partner), name, "read", "describe"))
+                for name in flow.topics:  # describe_configs: MM2 copies a topic's settings
+                    found |= set(topic(mirror_principal(partner), name, "read", "describe",
+                                       "describe_configs"))
     return sorted(found)
+
+
+def own_mirror(fed: Federation, member: str) -> list[Grant]:
+    """``member``'s MirrorMaker on its own cluster: it writes the copies (and only it does), its
+    herders' internal topics, group and (exactly-once) transactional ids."""
+    mirror = mirror_principal(member)
+    found: list[Grant] = []
+    for flow in fed.flows_into(member):
+        found += [g for name in flow.topics for g in topic(mirror, flow.mirrored(name), "create", "write",
+                                                              "describe")]
+        found += [g for name in internal_topics(flow.source)
+                  for g in topic(mirror, name, "create", "read", "write", "describe")]
+        found.append(Grant(mirror, "group", worker_group(flow.source), "literal", "read"))
+        leader, tasks = transactional_ids(flow.source)
+        found += [Grant(mirror, "transactional_id", leader, "literal", op) for op in ("write", "describe")]
+        found += [Grant(mirror, "transactional_id", tasks, "prefixed", op) for op in ("write", "describe")]
+    return found
 
 
 def services(fed: Federation, member: str) -> list[Grant]:

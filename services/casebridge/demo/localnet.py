@@ -64,6 +64,7 @@ class LocalNet:
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
     tokens: dict[str, str] = field(default_factory=dict)  # node -> the API token of client "localnet"
+    placement: dict[str, dict[str, str]] = field(default_factory=dict)  # country -> its cluster's env
 
     def env(self, principal: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A service's environment; on a secured cluster, its own Kafka user and password."""
@@ -126,7 +127,8 @@ class LocalNet:
         if participant not in self.tokens:
             self.tokens[participant] = add_api_client(self.settings.home, participant)
         port = free_port()
-        return self.spawn(participant, ["node", "run", "--as", participant, "--port", str(port)], port)
+        return self.spawn(participant, ["node", "run", "--as", participant, "--port", str(port)], port,
+                          self.placement.get(participant.split(".", 1)[0]))
 
     def token_file(self, participant: str) -> Path:
         """Where the node's API token for client ``localnet`` is kept (0600), for a person to use."""

@@ -37,6 +37,10 @@ VERIFICATION_DAYS = 42.0  # 30 working days, in calendar days (about)
 
 def cmd_demo(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    if getattr(args, "federated", False) and not args.stop:
+        from casebridge.demo.federated import cmd_federated_demo
+
+        return cmd_federated_demo(args)
     stopped = stop_kept(settings.home, say)  # a network an earlier ``--keep`` left running
     if args.stop:
         if not stopped:

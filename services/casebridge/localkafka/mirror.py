@@ -25,13 +25,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from casebridge.core.federation import SOURCE_CONNECTOR, internal_topics
 from casebridge.localkafka import broker
 from casebridge.localkafka.broker import Progress
 
 MAIN = "org.apache.kafka.connect.mirror.MirrorMaker"
 IDENTITY_POLICY = "org.apache.kafka.connect.mirror.IdentityReplicationPolicy"
 PREFIX_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
-SOURCE_CONNECTOR = "MirrorSourceConnector"
 
 LOG4J2_CONFIG = """\
 Configuration:
@@ -100,25 +100,6 @@ class MirrorSpec:
     def target_topic(self, source: str, topic: str) -> str:
         """The name ``topic`` of cluster ``source`` has in the own cluster."""
         return f"{source}.{topic}" if self.prefixed else topic
-
-
-# --- the names MM2 uses in the own cluster (its defaults; the ACLs must name them) -------------
-
-
-def worker_group(source: str) -> str:
-    """The Connect group of the ``source -> own`` herder (also the prefix of its task ids)."""
-    return f"{source}-mm2"
-
-
-def internal_topics(source: str) -> tuple[str, str, str]:
-    """The herder's offsets, status and configs topics in the own cluster."""
-    return tuple(f"mm2-{kind}.{source}.internal" for kind in ("offsets", "status", "configs"))  # type: ignore[return-value]
-
-
-def transactional_ids(source: str) -> tuple[str, str]:
-    """With exactly-once: the leader's id (config topic) and the prefix of the task producers'."""
-    group = worker_group(source)
-    return f"connect-cluster-{group}", f"{group}-{SOURCE_CONNECTOR}-"
 
 
 # --- configuration -------------------------------------------------------------------------

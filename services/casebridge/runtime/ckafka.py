@@ -9,7 +9,8 @@ as Kafka's Java clients (``casebridge.core.topics.partition_for``): partition p 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,3 +127,40 @@ def first_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     for m in messages:
         first.setdefault((m.topic(), m.partition()), m.offset())
     return [TopicPartition(t, p, o) for (t, p), o in first.items()]
+
+
+def count_committed(settings: Settings, topics: Iterable[str] | None = None, timeout: float = 30.0
+                    ) -> dict[str, int]:
+    """Committed records per topic (every topic the cluster lists, or ``topics``), read to the
+    end with a group-less read_committed consumer: transaction markers and aborted records, which
+    take offsets too, are not counted."""
+    probe = consumer(settings, "casebridge-count")
+    try:
+        listed = probe.list_topics(timeout=timeout).topics
+        wanted = sorted(listed) if topics is None else sorted(set(topics) & set(listed))
+        counts = {t: 0 for t in wanted}
+        ends: dict[tuple[str, int], int] = {}
+        for name in wanted:
+            for p in listed[name].partitions:
+                low, high = probe.get_watermark_offsets(TopicPartition(name, p), timeout=timeout)
+                if high > low:
+                    ends[(name, p)] = high
+        if not ends:
+            return counts
+        probe.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends])
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for message in probe.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                where = (message.topic() or "", message.partition() or 0)
+                counts[where[0]] += 1
+                if where in ends and (message.offset() or 0) + 1 >= ends[where]:
+                    del ends[where]
+            for where in list(ends):  # a partition ending in markers has no record left to read
+                position = probe.position([TopicPartition(*where)])[0].offset
+                if position >= ends[where]:
+                    del ends[where]
+        return counts
+    finally:
+        probe.close()
