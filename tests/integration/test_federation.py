@@ -58,6 +58,14 @@ def records(settings: Settings, topic: str) -> list[tuple[dict[str, bytes], byte
         reader.close()
 
 
+def topic_names(settings: Settings) -> set[str]:
+    probe = ckafka.consumer(settings, "probe-topics")
+    try:
+        return set(probe.list_topics(timeout=30).topics)
+    finally:
+        probe.close()
+
+
 def wait(check: object, timeout: float = 90.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,8 +98,7 @@ def test_an_event_crosses_the_corridor_is_stored_once_and_its_receipt_comes_back
 def test_each_cluster_holds_only_its_own_participants_topics(fed: federation.Federation) -> None:
     """KH's cluster has no cb.out.TH.* topic and TH's no cb.in.KH.* topic; the corridors and the
     secretariat's mirrored audits are where the topology puts them."""
-    listed = {m: set(ckafka.consumer(c.settings, "probe-topics").list_topics(timeout=30).topics)
-              for m, c in fed.clusters.items()}
+    listed = {m: topic_names(c.settings) for m, c in fed.clusters.items()}
     assert not {t for t in listed["KH"] if t.startswith("cb.out.TH.")}
     assert not {t for t in listed["TH"] if t.startswith("cb.in.KH.")}
     assert {"cb.xb.TH.KH", "cb.xb.KH.TH"} <= listed["TH"] & listed["KH"]

@@ -169,7 +169,8 @@ def services(fed: Federation, member: str) -> list[Grant]:
           for op in ("write", "describe")],
         *topic(tracker, f"{names.IN_PREFIX}{member}.", "write", "describe", pattern="prefixed"),
     ]
-    for principal in (router, tracker):
+    for principal in (router, tracker):  # their consumer groups; the trust topics
+        found.append(Grant(principal, "group", access.app_id(principal), "literal", "read"))
         found += [g for name in access.SHARED_READ for g in topic(principal, name, "read", "describe")]
     if member == REGION:
         audits = (names.AUDIT, *fed.mirrored_audits())
