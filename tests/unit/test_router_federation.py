@@ -11,7 +11,6 @@ from dataclasses import replace
 
 from casebridge.core import issued, sealing, topics
 from casebridge.core.stream import Step, Tables
-from casebridge.router import state as tables
 from casebridge.router.step import Ctx, step
 from tests.unit.test_relay import CASE, NOW, make_header, sealed, world
 from tests.unit.test_router_step import decoded, fresh, record
@@ -131,17 +130,3 @@ def test_the_same_corridor_record_mirrored_twice_is_delivered_once() -> None:
     state.apply(run(state, CORRIDOR, data, "KH").changes)
     again = run(state, CORRIDOR, data, "KH", offset=11)
     assert (again.outcome, again.outgoing) == ("duplicate", ())
-
-
-def test_consent_is_the_origins_to_enforce_a_corridor_record_is_routed_without_it() -> None:
-    """origin.notified needs the victim's consent, recorded only in TH (consent.recorded stays
-    domestic): TH's router refuses it without consent; KH's router, which cannot know the consent,
-    delivers the corridor record TH's router let through."""
-    header = make_header("origin.notified", case_ref=CASE)
-    data = sealed(header, {"KH.MOSVY": frozenset({"operational", "identity"})})
-    no_consent = tables.new_tables()
-    at_origin = run(no_consent, topics.outbox("TH.MSDHS"), data, "TH")
-    [kept] = decoded(at_origin, topics.QUARANTINE, issued.QUARANTINED)
-    assert kept["code"] == "consent_missing"
-    at_destination = run(tables.new_tables(), CORRIDOR, data, "KH")
-    assert [o.topic for o in at_destination.outgoing if o.topic != topics.AUDIT] == ["cb.in.KH.MOSVY"]

@@ -15,10 +15,7 @@ had been written here: the signer must belong to the corridor's origin country D
 evaluated again, and only C's own recipients get it (never passed on: no transit). A corridor
 carries only the part of a sender's chain addressed to C, so there the chain must only move
 forward (a gap is expected and not flagged). The one record of another signer a corridor may
-carry is the router's own ``receipt.rejected`` to a participant of C. The victim's consent is
-recorded only in the origin country (the agreements keep ``consent.recorded`` domestic), so the
-origin's router enforces it; C's router routes a corridor record as if every scope were granted
-(``origin_enforced``), keeping its own witness hold.
+carry is the router's own ``receipt.rejected`` to a participant of C.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from datetime import datetime, timedelta
 from casebridge.core import avro, sealing
 from casebridge.core.errors import CaseBridgeError
 from casebridge.core.issued import ROUTER
-from casebridge.core.model import CONSENT_SCOPES, CaseState, Directory, Header, apply_case_flags, country_of
+from casebridge.core.model import CaseState, Directory, Header, apply_case_flags, country_of
 from casebridge.core.routing import Deliver, Policy, route
 from casebridge.core.topics import corridor_ends, owner_of
 
@@ -138,8 +135,7 @@ def decide(
         )
     if ends is not None and header.sender == ROUTER:
         return returned_rejection(verified, sender, case, ctx)
-    routed_as = case if ends is None else origin_enforced(case)
-    decision = route(header, ctx.policy, ctx.directory, routed_as, ctx.now)
+    decision = route(header, ctx.policy, ctx.directory, case, ctx.now)
     if not isinstance(decision, Deliver):
         return Quarantine(decision.code, decision.why, header)
     overreach = check_wraps(verified, decision)
@@ -157,13 +153,6 @@ def decide(
     flags, next_sender = chain_step(header, verified.hash, sender, partial=ends is not None)
     return Forward(header, verified.hash, decision, local, flags, next_sender,
                    apply_case_flags(case, header), corridors)
-
-
-def origin_enforced(case: CaseState) -> CaseState:
-    """The case state a corridor record is routed with: the victim's consent is recorded, by
-    agreement, only in the origin country (``consent.recorded`` stays domestic), so its router
-    checked it; this router cannot, and takes every scope as granted. Its own witness hold holds."""
-    return CaseState(frozenset(CONSENT_SCOPES), case.witness_hold)
 
 
 def split(recipients: tuple[str, ...], country: str | None
