@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from casebridge.core import issued, sealing, topics
-from casebridge.core.stream import Step, Tables
+from casebridge.core.stream import Record, Step, Tables
+from casebridge.router import state as tables
 from casebridge.router.step import Ctx, step
 from tests.unit.test_relay import CASE, NOW, make_header, sealed, world
 from tests.unit.test_router_step import decoded, fresh, record
 
 CORRIDOR = "cb.xb.TH.KH"
+SCOPES = b"family_tracing,ngo_sharing,origin_notification"
 
 
 def at(country: str) -> Ctx:
@@ -24,7 +26,11 @@ def at(country: str) -> Ctx:
 
 
 def run(state: Tables, topic: str, data: bytes, country: str, offset: int = 10) -> Step:
-    return step(state, record(data, offset=offset, topic=topic), at(country))
+    """A corridor record carries the case's consent as the origin knows it (here: every scope)."""
+    rec = record(data, offset=offset, topic=topic)
+    if topics.corridor_ends(topic) is not None:
+        rec = Record(rec.topic, rec.partition, rec.offset, rec.key, rec.value, (("cb_case_consent", SCOPES),))
+    return step(state, rec, at(country))
 
 
 def test_the_origin_router_forwards_foreign_recipients_once_per_country_through_the_corridor() -> None:
@@ -130,3 +136,40 @@ def test_the_same_corridor_record_mirrored_twice_is_delivered_once() -> None:
     state.apply(run(state, CORRIDOR, data, "KH").changes)
     again = run(state, CORRIDOR, data, "KH", offset=11)
     assert (again.outcome, again.outgoing) == ("duplicate", ())
+
+
+def test_a_forward_carries_the_cases_consent_as_the_origin_knows_it() -> None:
+    """Consent is recorded where the victim is and stays there; the corridor copy names the
+    scopes TH's router holds for the case."""
+    result = run(fresh(), topics.outbox("TH.MSDHS"), sealed(make_header()), "TH")
+    [copy] = [o for o in result.outgoing if o.topic == CORRIDOR]
+    assert dict(copy.headers)["cb_case_consent"] == b"family_tracing,ngo_sharing,origin_notification"
+
+
+def corridor_record(data: bytes, consent: bytes | None, offset: int = 10) -> Record:
+    headers = () if consent is None else (("cb_case_consent", consent),)
+    return Record(CORRIDOR, 2, offset, CASE.encode(), data, headers)
+
+
+def test_the_destination_routes_a_corridor_record_with_the_origins_consent() -> None:
+    """origin.notified needs consent to notify the origin: KH's router, which never sees TH's
+    consent.recorded, delivers it with the scopes the corridor copy carries and refuses it without
+    them (deny by default)."""
+    data = sealed(make_header("origin.notified"), {"KH.MOSVY": frozenset({"operational", "identity"})})
+    refused = step(tables.new_tables(), corridor_record(data, None), at("KH"))
+    [kept] = decoded(refused, topics.QUARANTINE, issued.QUARANTINED)
+    assert kept["code"] == "consent_missing"
+    delivered = step(tables.new_tables(), corridor_record(data, b"origin_notification"), at("KH"))
+    assert [o.topic for o in delivered.outgoing if o.topic != topics.AUDIT] == ["cb.in.KH.MOSVY"]
+
+
+def test_the_consent_learnt_from_a_corridor_routes_the_destinations_own_answer() -> None:
+    """After a corridor record carrying family_tracing, KH.MOSVY's family assessment back to TH
+    (which needs that consent) passes KH's router and goes to cb.xb.KH.TH."""
+    state = tables.new_tables()
+    request = sealed(make_header("family_tracing.requested"), {"KH.MOSVY": frozenset({"operational"})})
+    state.apply(step(state, corridor_record(request, b"family_tracing"), at("KH")).changes)
+    answer = make_header("family_assessment.completed", sender="KH.MOSVY", to=("TH",))
+    data = sealed(answer, {"TH.MSDHS": frozenset({"operational"})})
+    result = run(state, topics.outbox("KH.MOSVY"), data, "KH")
+    assert "cb.xb.KH.TH" in {o.topic for o in result.outgoing}, result.summary

@@ -15,7 +15,9 @@ had been written here: the signer must belong to the corridor's origin country D
 evaluated again, and only C's own recipients get it (never passed on: no transit). A corridor
 carries only the part of a sender's chain addressed to C, so there the chain must only move
 forward (a gap is expected and not flagged). The one record of another signer a corridor may
-carry is the router's own ``receipt.rejected`` to a participant of C.
+carry is the router's own ``receipt.rejected`` to a participant of C. A corridor record is routed
+with the case's consent scopes as its origin's router knew them (``router.step``: the consent is
+recorded where the victim is, and that record stays in its country).
 """
 
 from __future__ import annotations

@@ -6,7 +6,10 @@ What one record yields, all in the batch's transaction:
 - accepted: the unchanged bytes to each permitted recipient's ``cb.in.*`` (with ``ce_*``
   headers), an audit record, and the changes of the partition's tables; in a federation, the
   recipients of other countries get the bytes through their country's corridor ``cb.xb.*``
-  (one copy per country, audited ``forwarded``);
+  (one copy per country, audited ``forwarded``), with the case's consent scopes in the header
+  ``cb_case_consent``: consent is recorded where the victim is (``consent.recorded`` stays in
+  that country by agreement), so the destination's router learns it from the origin's, whose
+  corridor only it can write; the last scopes either router knew win;
 - refused: a quarantine record, an audit record and, when the bytes verified, a signed
   ``receipt.rejected`` to the owner of the outbox it was written to (who wrote it);
 - a retransmission of bytes already accepted: nothing (delivered once);
@@ -27,6 +30,7 @@ from casebridge.core.sealing import VerifiedEnvelope, envelope_hash
 from casebridge.core.stream import Change, Out, Record, Step, Tables
 from casebridge.router.state import Seen, expired
 
+CONSENT_HEADER = "cb_case_consent"  # on a corridor record: the case's consent scopes at the origin
 MAX_RECORD_BYTES = 1_000_000  # below the brokers' 1 MiB message.max.bytes, with room for batch overhead
 KEY_LIMIT = 1_024  # a longer Kafka key (a case reference) is not copied into refusal records
 
@@ -74,13 +78,16 @@ def step(state: Tables, record: Record, ctx: Ctx,
 def decided(state: Tables, record: Record, verified: VerifiedEnvelope, ctx: Ctx) -> Step:
     header = verified.header
     seen = state["e"].get(header.event_id)
+    case = state["c"].get(header.case_ref, CaseState())
+    if topics.corridor_ends(record.topic) is not None:  # the case's consent as the origin knows it
+        case = CaseState(consent_of(record), case.witness_hold)
     outcome = relay.decide(
         verified,
         record.key,
         where(record),
         seen.accepted if seen else None,
         state["s"].get(header.sender, relay.SenderState()),
-        state["c"].get(header.case_ref, CaseState()),
+        case,
         ctx.relay,
     )
     if isinstance(outcome, relay.Quarantine):
@@ -106,9 +113,10 @@ def forward(state: Tables, record: Record, outcome: relay.Forward, ctx: Ctx) -> 
             ctx.relay.schemas, header, outcome.envelope_hash, record.at, "delivered", None,
             outcome.recipients, outcome.flags, ctx.now, agreement)))
     here = ctx.relay.country
+    crossing = (*headers, (CONSENT_HEADER, ",".join(sorted(outcome.case_state.consent)).encode()))
     for country, recipients in outcome.corridors:
         assert here is not None
-        outgoing.append(Out(topics.corridor(here, country), key, record.value, headers))
+        outgoing.append(Out(topics.corridor(here, country), key, record.value, crossing))
         outgoing.append(Out(topics.AUDIT, key, issued.audit_record(
             ctx.relay.schemas, header, outcome.envelope_hash, record.at, "forwarded", None,
             recipients, outcome.flags, ctx.now, agreement)))
@@ -127,6 +135,13 @@ def forward(state: Tables, record: Record, outcome: relay.Forward, ctx: Ctx) -> 
          "recipients": list(outcome.recipients), "flags": list(outcome.flags),
          **({"forwarded": forwarded} if forwarded else {})},
     )
+
+
+def consent_of(record: Record) -> frozenset[str]:
+    """The consent scopes the origin's router had for the case when it forwarded this record
+    (none when the header is missing: deny by default)."""
+    raw = record.header(CONSENT_HEADER) or b""
+    return frozenset(s for s in raw.decode("ascii", "replace").split(",") if s)
 
 
 def refused(record: Record, outcome: relay.Quarantine, ctx: Ctx) -> Step:

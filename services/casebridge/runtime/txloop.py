@@ -171,7 +171,8 @@ class Loop:
     def attempt(self, messages: list[Message]) -> bool:
         """One try of a batch: True when its transaction committed."""
         ctx = self.processor.context(datetime.now(UTC), frozenset(self.poison))
-        records = [Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()) for m in messages]
+        records = [Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), tuple(m.headers() or ()))
+                   for m in messages]
         prepared = self.processor.prepare(records, ctx)
         views = {p: self.tables.setdefault(p, self.processor.new_tables()).layer()
                  for p in {r.partition for r in records}}
