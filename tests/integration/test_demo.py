@@ -64,3 +64,42 @@ def test_demo_runs_the_whole_case_keeps_the_network_and_stops_it(tmp_path: Path)
     assert [name for name, pid in pids.items() if is_casebridge(pid)] == []
     assert not list((tmp_path / "demo-broker").glob("node-*/broker.pid")), "the demo's broker is stopped"
     assert "no demo network left running" in casebridge("demo", "--stop", home=tmp_path).stdout
+
+
+def java_processes_under(path: Path) -> list[int]:
+    """Pids of the JVMs (brokers, MirrorMakers) whose command line names ``path``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "java" in cmdline and str(path) in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_the_federated_demo_runs_the_case_across_clusters_and_down_leaves_no_java(tmp_path: Path) -> None:
+    """`casebridge demo --federated --keep` meets every expectation of the ordinary demo across
+    the secretariat's, TH's and KH's own clusters, says what each holds and what each corridor
+    carried; `casebridge federation down` then ends every process, no JVM left."""
+    done = casebridge("demo", "--federated", "--keep", home=tmp_path)
+    try:
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        out = done.stdout
+        assert "demo --federated OK" in out
+        assert out.count("REFUSED ") == 3 and "BREACHED REG.DEADLINES sla.breached" in out
+        assert "SHREDDED" in out and "RESTRICTED KH.MOSVY's origin.notified" in out
+        crossed = dict(re.findall(r"^  (TH -> KH|KH -> TH): (\d+ -> \d+)$", out, re.M))
+        assert set(crossed) == {"TH -> KH", "KH -> TH"}
+        for carried in crossed.values():  # every record written at the origin was mirrored
+            written, mirrored = carried.split(" -> ")
+            assert int(written) > 0 and written == mirrored
+        assert re.search(r"Chains \(sender/partition\): (\d+) of \1 ok", out), "every chain verifies"
+        assert java_processes_under(tmp_path)  # kept running
+    finally:
+        down = casebridge("federation", "down", home=tmp_path)
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert java_processes_under(tmp_path) == []

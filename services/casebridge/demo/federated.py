@@ -9,15 +9,20 @@ every delivery, receipt and refusal of the ordinary demo happened.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from casebridge.core import topics
+from casebridge.core.model import REGION
 from casebridge.demo import federation, scenario
 from casebridge.demo.run import BREACH_AFTER_SECONDS, VERIFICATION_DAYS, run_all, say
 from casebridge.localkafka.broker import progress_to_stderr as progress
+from casebridge.monitor import view
+from casebridge.monitor.app import figures_from_topic
 from casebridge.runtime.settings import Settings
 
 
@@ -40,6 +45,7 @@ def cmd_federated_demo(args: argparse.Namespace) -> int:
         say("")
         ok = run_all(running.net)
         show_holdings(running)
+        show_monitor(running)
         if args.keep:
             say(f"\nThe federation keeps running; stop it with: casebridge federation down "
                 f"(CASEBRIDGE_HOME={settings.home})")
@@ -66,6 +72,16 @@ def show_holdings(running: federation.Federation) -> None:
             assert ends is not None
             origin = held.get(ends[0], {}).get(topics.corridor(*ends), 0)
             say(f"  {ends[0]} -> {ends[1]}: {origin} -> {held.get(member, {}).get(name, 0)}")
+
+
+def show_monitor(running: federation.Federation) -> None:
+    """The secretariat's view, from its own cluster: cb.audit and every member's mirrored audit."""
+    reg = running.clusters[REGION].settings
+    figures = asyncio.run(figures_from_topic(reg, running.net.world.schemas, datetime.now(UTC)))
+    say("\nThe secretariat's monitor, on its own cluster (metadata only, mirrored audits):")
+    for line in view.summary(figures):
+        say(f"  {line}")
+    say(f"  monitor page: {running.net.url('monitor', '/')}")
 
 
 def cmd_up(args: argparse.Namespace) -> int:
