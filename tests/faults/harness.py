@@ -57,6 +57,7 @@ class Sender:
     count: int
     cases: int = 50
     threads: int = 3
+    pause: float = 0.0  # seconds each thread waits between posts (0: as fast as the node answers)
     accepted: dict[str, tuple[str, ...]] = field(default_factory=dict)  # event id -> recipients
     refused: Counter[str] = field(default_factory=Counter)
     started: float = 0.0
@@ -92,6 +93,8 @@ class Sender:
     def _post(self) -> None:
         while (n := self._take()) is not None:
             doc = plan(f"{self.prefix}-{n % self.cases}", n)
+            if self.pause:
+                time.sleep(self.pause)
             status, body = self.net.call(SENDER, "POST", "/events", doc)
             with self._lock:
                 if status == 202:

@@ -91,7 +91,8 @@ def test_the_corridor_cut_for_30_seconds_loses_nothing(fed: federation.Federatio
     """KH's MirrorMaker stopped for 30 s while TH keeps sending: TH acknowledges and forwards;
     once the mirror is back, every event is stored once at KH and every receipt reaches TH."""
     spec = kh_mirror(fed)
-    sender = h.Sender(fed.net, f"CB-C-{uuid.uuid4().hex[:6]}", CUT_EVENTS).start()
+    paced = 3 * 50.0 / CUT_EVENTS  # the posts spread over about 50 s: TH keeps sending through the cut
+    sender = h.Sender(fed.net, f"CB-C-{uuid.uuid4().hex[:6]}", CUT_EVENTS, pause=paced).start()
     h.drain(lambda: sender.posted >= CUT_EVENTS // 5, 300)
     mirror.stop(spec, h.progress)
     cut_at = sender.posted
@@ -110,7 +111,8 @@ def test_the_mirror_sigkilled_mid_stream_loses_and_duplicates_nothing(fed: feder
     """KH's MirrorMaker SIGKILLed three times while events flow, started again each time: no event
     lost, none stored twice (KH's router drops a copy mirrored twice by its event id)."""
     spec = kh_mirror(fed)
-    sender = h.Sender(fed.net, f"CB-M-{uuid.uuid4().hex[:6]}", MIRROR_EVENTS).start()
+    paced = 3 * 60.0 / MIRROR_EVENTS  # the posts spread over about a minute: the kills land mid-stream
+    sender = h.Sender(fed.net, f"CB-M-{uuid.uuid4().hex[:6]}", MIRROR_EVENTS, pause=paced).start()
     home = fed.net.settings
     kills = []
     for fraction in (0.25, 0.5, 0.75):
