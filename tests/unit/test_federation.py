@@ -82,5 +82,7 @@ def test_flows_keep_names_into_countries_and_prefix_them_into_the_secretariat() 
 
 
 def test_a_federation_without_the_secretariat_is_refused() -> None:
-    with pytest.raises(ValueError, match="secretariat"):
+    with pytest.raises(federation.FederationInvalid, match="secretariat"):
         federation.Federation(("TH", "KH"))
+    with pytest.raises(federation.FederationInvalid, match="not a member"):
+        FED.member("VN")

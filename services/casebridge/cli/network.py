@@ -84,6 +84,12 @@ def cmd_topics_sync(args: argparse.Namespace) -> int:
     check.reachable(settings)
     replication = args.replication or settings.replication
     specs = network_topics(world.directory.participants, settings.partitions)
+    if settings.country:  # one member's cluster of a federation
+        from casebridge.core.federation import Federation
+        from casebridge.runtime.topics import cluster_topics
+
+        specs = cluster_topics(Federation(settings.federation), settings.country,
+                               world.directory.participants, settings.partitions)
     created = asyncio.run(sync_topics(settings, specs, replication))
     print(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
     return 0

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from casebridge.core import access
 from casebridge.core import topics as names
 from casebridge.core.access import Grant, topic
+from casebridge.core.errors import CaseBridgeError
 from casebridge.core.model import REGION, country_of
 
 MIRROR_SUFFIX = "MIRROR"
@@ -75,15 +76,31 @@ class Flow:
         return f"{self.source}.{name}" if prefixed(self.target) else name
 
 
+class FederationInvalid(CaseBridgeError, ValueError):
+    """The members named do not make a federation (``CASEBRIDGE_FEDERATION``)."""
+
+    code = "federation_invalid"
+
+
 @dataclass(frozen=True)
 class Federation:
     members: tuple[str, ...]  # e.g. ("REG", "TH", "KH")
 
     def __post_init__(self) -> None:
         if REGION not in self.members:
-            raise ValueError(f"a federation needs the secretariat's cluster ({REGION})")
+            raise FederationInvalid(f"the members {','.join(self.members) or '(none)'} lack the "
+                                    f"secretariat's cluster ({REGION}): set CASEBRIDGE_FEDERATION=REG,…")
         if len(set(self.members)) != len(self.members):
-            raise ValueError("a member is named twice")
+            raise FederationInvalid(f"a member is named twice in {','.join(self.members)}")
+        bad = [m for m in self.members if not m.isalpha() or not m.isupper()]
+        if bad:
+            raise FederationInvalid(f"members are country codes or REG, not {', '.join(bad)}")
+
+    def member(self, country: str) -> str:
+        """``country``, checked to be a member (the ``CASEBRIDGE_COUNTRY`` of a process)."""
+        if country not in self.members:
+            raise FederationInvalid(f"{country} is not a member of the federation {','.join(self.members)}")
+        return country
 
     def partners(self, member: str) -> tuple[str, ...]:
         return tuple(m for m in self.members if m != member)
@@ -116,7 +133,7 @@ class Federation:
 
 def grants(fed: Federation, member: str, participants: Sequence[str]) -> list[Grant]:
     """Every allow rule on ``member``'s cluster, sorted, no repeats (deny by default otherwise)."""
-    own = fed.participants_of(member, participants)
+    own = fed.participants_of(fed.member(member), participants)
     found: set[Grant] = set()
     for pid in own:
         found |= set(access.participant(pid))

@@ -44,7 +44,7 @@ def cluster_topics(fed: Federation, member: str, participants: Iterable[str],
     """The topics of one member's cluster in a federation: its own participants' outboxes and
     inboxes, its services' topics, its outgoing corridors and the copies its MirrorMaker writes
     (made here first, so that they are co-partitioned with the outboxes: P partitions)."""
-    own = fed.participants_of(member, participants)
+    own = fed.participants_of(fed.member(member), participants)
     base = [s for s in network_topics(own, partitions)
             if member == REGION or s.name not in (names.DIRECTORY, names.AGREEMENTS)]
     shared = [TopicSpec(names.DIRECTORY, 1, compacted=True), TopicSpec(names.AGREEMENTS, 1, compacted=True)]
