@@ -250,8 +250,9 @@ def receive(
     """Verify and decrypt (end to end: the router is not trusted), store once (encrypted at rest
     under the case's data keys when a ``vault`` is given, as the node always does), queue the
     receipt (one transaction)."""
+    opened = open_inbound(world, me, data, now)
     with store.transaction(conn):
-        return take_inbound(world, me, conn, data, now, vault)
+        return take_inbound(world, me, conn, data, now, vault, opened)
 
 
 def receive_many(
@@ -260,22 +261,37 @@ def receive_many(
 ) -> list[Received]:
     """``receive`` for a batch of inbound envelopes, in one transaction. The n-th is stamped
     received ``n`` microseconds after ``now``, so the inbox (in ``received_at`` order) keeps the
-    batch's order, which is the topic's order per case."""
+    batch's order, which is the topic's order per case. Every envelope is verified and decrypted
+    before the transaction begins, so the store's write lock is not held for the cryptography."""
+    opened = [open_inbound(world, me, data, now) for data in values]
     with store.transaction(conn):
-        return [take_inbound(world, me, conn, data, now, vault) for data in values]
+        return [take_inbound(world, me, conn, data, now, vault, o)
+                for data, o in zip(values, opened, strict=True)]
 
 
-def take_inbound(
-    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
-    vault: Vault | None = None,
-) -> Received:
-    """``receive`` inside the caller's transaction."""
+def open_inbound(
+    world: World, me: Identity, data: bytes, now: datetime
+) -> sealing.OpenedEvent | CaseBridgeError:
+    """The envelope verified and decrypted for ``me`` and its content checked, or why not."""
     try:
         opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
         check_content(world, opened)
     except CaseBridgeError as exc:
-        store.quarantine(conn, exc.code, exc.why, data, now)
-        return Received(None, "quarantined", exc.code)
+        return exc
+    return opened
+
+
+def take_inbound(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
+    vault: Vault | None = None, opened: sealing.OpenedEvent | CaseBridgeError | None = None,
+) -> Received:
+    """``receive`` inside the caller's transaction (``opened``: ``open_inbound`` of ``data``, if
+    the caller has it)."""
+    if opened is None:
+        opened = open_inbound(world, me, data, now)
+    if isinstance(opened, CaseBridgeError):
+        store.quarantine(conn, opened.code, opened.why, data, now)
+        return Received(None, "quarantined", opened.code)
     header = opened.header
     if header.event_type in RECEIPT_KINDS:
         operational = opened.payload.get("operational") or {}
