@@ -67,12 +67,17 @@ def parse_event(doc: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...], Mapp
     return doc["event_type"], doc["case_ref"], tuple(doc.get("to", [])), doc.get("payload", {})
 
 
+Parsed = tuple[str, str, tuple[str, ...], Mapping[str, Any]]
+
+
 def draft_header(
-    me: Identity, doc: Mapping[str, Any], now: datetime, head: tuple[int, bytes], known: CaseState
+    me: Identity, doc: Mapping[str, Any], now: datetime, head: tuple[int, bytes], known: CaseState,
+    parsed: Parsed | None = None,
 ) -> Header:
     """The header of a submitted event; other than consent.* events, it tells the case's consent
-    scopes as this node knows them (metadata, so counterparts can check before they send)."""
-    event_type, case_ref, to, _ = parse_event(doc)
+    scopes as this node knows them (metadata, so counterparts can check before they send).
+    ``parsed``: ``parse_event(doc)``, if the caller has it."""
+    event_type, case_ref, to, _ = parsed or parse_event(doc)
     scopes = doc.get("consent_scopes", ()) if event_type in CONSENT_EVENTS else sorted(known.consent)
     handling = doc.get("handling_code", "H2")
     return Header(
@@ -169,10 +174,11 @@ def queue_event(
     world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
 ) -> Submitted:
     """``submit`` inside the caller's transaction."""
-    case_ref = parse_event(doc)[1]
+    parsed = parse_event(doc)
+    case_ref = parsed[1]
     known = case_state_of(conn, case_ref)
     partition = partition_of(case_ref, store.partition_count(conn))
-    header = draft_header(me, doc, now, store.chain_head(conn, partition), known)
+    header = draft_header(me, doc, now, store.chain_head(conn, partition), known, parsed)
     if store.outbox_row(conn, header.event_id) is not None:
         raise Replay(f"event id {header.event_id} is already used by an event of this node")
     decision = route(header, world.policy, world.directory, known, now)
