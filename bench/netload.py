@@ -268,6 +268,32 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """Per thread of a running process (Linux /proc): thread id -> (group, user + system CPU s);
+    the group is ``main``, ``librdkafka`` (its ``rdk:*`` threads) or ``python threads``."""
+    found: dict[str, tuple[str, float]] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                comm = (task / "comm").read_text().strip()
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+            except OSError:  # the thread ended meanwhile
+                continue
+            group = ("main" if task.name == str(pid)
+                     else "librdkafka" if comm.startswith("rdk:") else "python threads")
+            found[task.name] = (group, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return found
+
+
+def cpu_by_group(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]],
+                 envelopes: int) -> dict[str, float]:
+    """CPU microseconds per envelope spent by each thread group between two ``thread_cpu``."""
+    spent: Counter[str] = Counter()
+    for tid, (group, seconds) in after.items():
+        spent[group] += seconds - before.get(tid, (group, 0.0))[1]
+    return {group: round(s / max(envelopes, 1) * 1e6, 1) for group, s in spent.most_common()}
+
+
 def count_routed(log: Path) -> int:
     """The ``routed`` lines in a router's JSON log (which worker did the work)."""
     if not log.exists():
@@ -321,6 +347,7 @@ def router_run(
             net.spawn(name, ["router", "run"], principal=ROUTER_PRINCIPAL)
         wait_assigned(net, names, settings.partitions, say)
         at_first = {n: cpu_seconds(net.services[n].process.pid) for n in names}
+        threads_first = {n: thread_cpu(net.services[n].process.pid) for n in names}
         asyncio.run(publish(settings.bootstrap_servers, envelopes))
         if profile_to is not None:
             spy = subprocess.Popen(
@@ -332,6 +359,8 @@ def router_run(
         for name in names:
             net.check_alive(name)
         cpu = {name: cpu_seconds(net.services[name].process.pid) for name in names}
+        by_thread = {n: cpu_by_group(threads_first[n], thread_cpu(net.services[n].process.pid), expected)
+                     for n in names}
         routing_cpu = {n: round(c - (at_first.get(n) or 0.0), 3) if c is not None else None
                        for n, c in cpu.items()}
         routed = {name: count_routed(net.services[name].log) for name in names}
@@ -371,6 +400,8 @@ def router_run(
         "routed_share_by_worker": {n: round(r / max(sum(routed.values()), 1), 3) for n, r in routed.items()},
         # CPU the workers spent from the settled assignment (before publishing) to the end of the run
         "routing_cpu_s_by_worker": routing_cpu,
+        # the same CPU per envelope by thread group: the loop (main), the verifier threads, librdkafka
+        "routing_cpu_us_per_envelope_by_thread": by_thread,
         "envelopes_per_router_cpu_s": (round(len(ts) / sum(c for c in routing_cpu.values() if c), 1)
                                        if any(routing_cpu.values()) else None),
         # CPU the worker used from its start to the end of the run, over that wall time

