@@ -9,9 +9,8 @@ forged corridor record is quarantined by KH's router.
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -66,13 +65,8 @@ def topic_names(settings: Settings) -> set[str]:
         probe.close()
 
 
-def wait(check: object, timeout: float = 90.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.5)
-    return False
+def wait(check: Callable[[], bool], timeout: float = 90.0) -> bool:
+    return scenario.wait_for(check, timeout)
 
 
 def test_an_event_crosses_the_corridor_is_stored_once_and_its_receipt_comes_back(

@@ -233,7 +233,7 @@ def down(home: Path, progress: Progress, timeout: float = 15.0) -> int:
     for pid in pids:
         stopped += _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(broker.alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
         _signal(pid, signal.SIGKILL)
@@ -246,14 +246,6 @@ def down(home: Path, progress: Progress, timeout: float = 15.0) -> int:
         stopped += broker.stop(kafka, progress)
     path.unlink()
     return stopped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
 
 
 def _signal(pid: int, sig: int) -> int:

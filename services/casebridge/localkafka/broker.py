@@ -346,13 +346,13 @@ def pid_of(spec: BrokerSpec, node: int) -> int | None:
     if not path.exists():
         return None
     pid = int(path.read_text().strip() or 0)
-    if pid > 0 and _alive(pid) and _is_kafka(pid):
+    if pid > 0 and alive(pid) and _is_kafka(pid):
         return pid
     path.unlink(missing_ok=True)
     return None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -458,7 +458,7 @@ def wait_until_up(spec: BrokerSpec, pids: dict[int, int], progress: Progress) ->
     deadline = time.monotonic() + spec.start_timeout
     while time.monotonic() < deadline:
         for node, pid in pids.items():
-            if not _alive(pid):
+            if not alive(pid):
                 raise BrokerError(f"broker node {node} exited during start; its log:\n{log_tail(spec, node)}")
         if answers(spec.bootstrap, spec.nodes, client_auth(spec)):
             return
@@ -532,10 +532,10 @@ def stop(spec: BrokerSpec, progress: Progress, timeout: float = 30.0) -> int:
     for pid in pids:
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             _signal_group(pid, signal.SIGKILL)
     for node in _known_nodes(spec):
         (spec.node_dir(node) / "broker.pid").unlink(missing_ok=True)

@@ -201,7 +201,7 @@ def pid_of(spec: MirrorSpec) -> int | None:
         return None
     pid = int(path.read_text().strip() or 0)
     cmdline = Path(f"/proc/{pid}/cmdline")
-    if pid > 0 and broker._alive(pid) and (not cmdline.exists() or MAIN.encode() in cmdline.read_bytes()):
+    if pid > 0 and broker.alive(pid) and (not cmdline.exists() or MAIN.encode() in cmdline.read_bytes()):
         return pid
     path.unlink(missing_ok=True)
     return None
@@ -248,9 +248,9 @@ def stop(spec: MirrorSpec, progress: Progress, timeout: float = 30.0) -> bool:
         return False
     broker._signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while broker._alive(pid) and time.monotonic() < deadline:
+    while broker.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if broker._alive(pid):
+    if broker.alive(pid):
         broker._signal_group(pid, signal.SIGKILL)
     _path(spec, "mirror.pid").unlink(missing_ok=True)
     progress("stopped MirrorMaker 2")
@@ -263,7 +263,7 @@ def kill(spec: MirrorSpec) -> None:
     if pid is None:
         return
     broker._signal_group(pid, signal.SIGKILL)
-    while broker._alive(pid):
+    while broker.alive(pid):
         time.sleep(0.05)
     _path(spec, "mirror.pid").unlink(missing_ok=True)
 
