@@ -266,6 +266,7 @@ def main() -> None:
                                                  results["router"].get(per_cpu))
         results["routed_share_by_worker"] = results["router_2_workers"].get("routed_share_by_worker")
         results["post_rate_to_target"] = ratio(results["latency"].get("achieved_post_rate_per_s"), rate)
+        results["stored_in_time"] = results["latency"].get("not_stored_in_time") == 0
         shares = list((results["routed_share_by_worker"] or {}).values())
         met = {
             "router_to_passthrough": (results["router_to_passthrough"] or 0) >= 0.5,
@@ -274,7 +275,7 @@ def main() -> None:
             "p99_to_passthrough_p99": results["p99_to_passthrough_p99"] is not None
             and results["p99_to_passthrough_p99"] <= 3,
             "post_rate_to_target": (results["post_rate_to_target"] or 0) >= 0.95,
-            "stored_in_time": results["latency"].get("not_stored_in_time") == 0,
+            "stored_in_time": results["stored_in_time"],
             "cpu_efficiency_2_to_1": (results["cpu_efficiency_2_to_1"] or 0) >= 0.9,
             "routed_share_by_worker": len(shares) == 2 and all(0.35 <= s <= 0.65 for s in shares),
         }
