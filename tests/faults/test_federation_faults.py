@@ -96,7 +96,7 @@ def test_the_corridor_cut_for_30_seconds_loses_nothing(fed: federation.Federatio
     h.drain(lambda: sender.posted >= CUT_EVENTS // 5, 300)
     mirror.stop(spec, h.progress)
     cut_at = sender.posted
-    time.sleep(30)
+    time.sleep(30)  # the fault itself: the 30-second cut (not a wait for a condition)
     during = sender.posted - cut_at
     mirror.start(spec, h.progress)
     mirror.ready(spec)
@@ -120,7 +120,8 @@ def test_the_mirror_sigkilled_mid_stream_loses_and_duplicates_nothing(fed: feder
         h.drain(lambda goal=goal: len(h.stored(home, h.RECIPIENT, sender.accepted)) >= goal, 900)
         mirror.kill(spec)
         kills.append({"posted": sender.posted, "stored": len(h.stored(home, h.RECIPIENT, sender.accepted))})
-        time.sleep(3)
+        at = sender.posted  # the corridor stays down while TH forwards more to it
+        h.drain(lambda at=at: sender.posted >= min(MIRROR_EVENTS, at + 20), 120)
         mirror.start(spec, h.progress)
     sender.join(900)
     figures = settle(fed, sender, 900)

@@ -43,24 +43,15 @@ def progress_to_stderr(message: str) -> None:
     """The ``Progress`` of the commands: one ``casebridge broker:`` line on stderr."""
     print(f"casebridge broker: {message}", file=sys.stderr, flush=True)
 
-LOG4J2_CONFIG = """\
-Configuration:
-  Appenders:
-    Console:
-      name: STDOUT
-      PatternLayout:
-        pattern: "[%d] %p %m (%c)%n"
-  Loggers:
-    Logger:
-      - name: kafka.request.logger
-        level: WARN
-      - name: org.apache.kafka.storage
-        level: WARN
-    Root:
-      level: INFO
-      AppenderRef:
-        - ref: STDOUT
-"""
+def log4j2_config(quieter: Mapping[str, str]) -> str:
+    """A log4j2 YAML configuration: INFO to stdout, each logger of ``quieter`` at its level."""
+    loggers = "".join(f"      - {{name: {name}, level: {level}}}\n" for name, level in quieter.items())
+    return ("Configuration:\n  Appenders:\n    Console:\n      name: STDOUT\n      PatternLayout:\n"
+            '        pattern: "[%d] %p %m (%c)%n"\n  Loggers:\n    Logger:\n' + loggers +
+            "    Root:\n      level: INFO\n      AppenderRef:\n        - ref: STDOUT\n")
+
+
+LOG4J2_CONFIG = log4j2_config({"kafka.request.logger": "WARN", "org.apache.kafka.storage": "WARN"})
 
 
 class BrokerError(CaseBridgeError, RuntimeError):

@@ -33,35 +33,21 @@ MAIN = "org.apache.kafka.connect.mirror.MirrorMaker"
 IDENTITY_POLICY = "org.apache.kafka.connect.mirror.IdentityReplicationPolicy"
 PREFIX_POLICY = "org.apache.kafka.connect.mirror.DefaultReplicationPolicy"
 
-LOG4J2_CONFIG = """\
-Configuration:
-  Appenders:
-    Console:
-      name: STDOUT
-      PatternLayout:
-        pattern: "[%d] %p %m (%c)%n"
-  Loggers:
-    Logger:
-      # every client, worker and connector prints its whole configuration at INFO
-      - {name: org.apache.kafka.clients, level: WARN}
-      - {name: org.apache.kafka.common, level: WARN}
-      - {name: org.apache.kafka.connect.runtime.distributed.DistributedConfig, level: WARN}
-      - {name: org.apache.kafka.connect.runtime.ConnectorConfig, level: WARN}
-      - {name: org.apache.kafka.connect.runtime.SourceConnectorConfig, level: WARN}
-      - {name: org.apache.kafka.connect.runtime.TaskConfig, level: WARN}
-      - {name: org.apache.kafka.connect.runtime.isolation, level: WARN}
-      - {name: org.apache.kafka.connect.mirror.MirrorMakerConfig, level: WARN}
-      - {name: org.apache.kafka.connect.mirror.MirrorSourceConfig, level: WARN}
-      - {name: org.apache.kafka.connect.mirror.MirrorCheckpointConfig, level: WARN}
-      - {name: org.apache.kafka.connect.mirror.MirrorHeartbeatConfig, level: WARN}
-      - {name: org.apache.kafka.connect.mirror.MirrorSourceTaskConfig, level: WARN}
-      - {name: org.apache.kafka.connect.json, level: WARN}
-      - {name: org.reflections, level: ERROR}
-    Root:
-      level: INFO
-      AppenderRef:
-        - ref: STDOUT
-"""
+# every client, worker and connector prints its whole configuration at INFO
+LOG4J2_CONFIG = broker.log4j2_config({
+    **{name: "WARN" for name in (
+        "org.apache.kafka.clients", "org.apache.kafka.common",
+        "org.apache.kafka.connect.runtime.distributed.DistributedConfig",
+        "org.apache.kafka.connect.runtime.ConnectorConfig",
+        "org.apache.kafka.connect.runtime.SourceConnectorConfig",
+        "org.apache.kafka.connect.runtime.TaskConfig", "org.apache.kafka.connect.runtime.isolation",
+        "org.apache.kafka.connect.mirror.MirrorMakerConfig",
+        "org.apache.kafka.connect.mirror.MirrorSourceConfig",
+        "org.apache.kafka.connect.mirror.MirrorCheckpointConfig",
+        "org.apache.kafka.connect.mirror.MirrorHeartbeatConfig",
+        "org.apache.kafka.connect.mirror.MirrorSourceTaskConfig", "org.apache.kafka.connect.json")},
+    "org.reflections": "ERROR",
+})
 
 
 class MirrorError(broker.BrokerError):
