@@ -172,6 +172,19 @@ def test_a_layer_keeps_a_batchs_changes_apart_until_they_are_applied() -> None:
     assert base["s"]["TH.MSDHS"] == SenderState(3, b"h")
 
 
+def test_a_layer_reads_through_to_its_table_and_hides_what_the_batch_deleted() -> None:
+    """A batch's view: its writes shadow the table, a deletion hides the key, the table is untouched."""
+    base = fresh()
+    base["e"].update({"a": 1, "b": 2})
+    view = base.layer()
+    view.apply([Change("e", "b", None), Change("e", "c", 3)])
+    assert (view["e"].get("a"), view["e"].get("b"), view["e"].get("c")) == (1, None, 3)
+    assert "b" not in view["e"] and sorted(view["e"]) == ["a", "c"] and len(view["e"]) == 2
+    with pytest.raises(KeyError):
+        view["e"]["b"]
+    assert base["e"] == {"a": 1, "b": 2}
+
+
 def test_event_ids_are_forgotten_once_their_envelopes_are_stale() -> None:
     """The sweep deletes event ids older than the freshness window (plus an hour), and only those."""
     state = fresh()

@@ -5,8 +5,7 @@ steps, produces and commits; the steps (``router.step``, ``deadlines.step``) imp
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,4 +86,50 @@ class Tables:
     def layer(self) -> Tables:
         """A view for one batch: its writes stay in a layer above these tables, which change only
         when the batch's transaction committed (``apply`` the batch's changes then)."""
-        return Tables(self.maps, {k: ChainMap({}, m) for k, m in self.maps.items()})
+        return Tables(self.maps, {k: Layer(m) for k, m in self.maps.items()})
+
+
+_GONE = object()  # a key deleted in a layer
+_UNSET = object()  # a key the layer has not touched
+
+
+class Layer(MutableMapping[str, Any]):
+    """A table seen through one batch: writes and deletions stay here, reads fall through to the
+    table below. (``collections.ChainMap`` cost ~4 us a lookup in the router's step and cannot
+    hide a key deleted in the layer.)"""
+
+    def __init__(self, below: Mapping[str, Any]) -> None:
+        self.below = below
+        self.top: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.top.get(key, _UNSET)
+        if value is _UNSET:
+            return self.below.get(key, default)
+        return default if value is _GONE else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _GONE) is not _GONE
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.top[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self.top[key] = _GONE
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self.top.items():
+            if value is not _GONE:
+                yield key
+        yield from (k for k in self.below if k not in self.top)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -28,6 +28,7 @@ class TrackerProcessor:
     name = "deadlines"
     group = GROUP
     changelog = topics.DEADLINES_STATE
+    routine = frozenset({"obligations_changed"})  # one per audit record read: counted per batch
 
     def __init__(self, world: World, calendars: Mapping[str, Calendar], scale: float,
                  tick_every: float = 1.0, country: str | None = None) -> None:

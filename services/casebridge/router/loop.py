@@ -44,6 +44,7 @@ class RouterProcessor:
     name = "router"
     changelog = topics.ROUTER_STATE
     tick_every = 60.0
+    routine = frozenset({"delivered"})  # every delivery has its audit record; counted per batch
 
     def __init__(self, world: World, group: str = GROUP, country: str | None = None) -> None:
         self.world, self.group, self.country = world, group, country

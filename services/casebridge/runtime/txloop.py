@@ -18,6 +18,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,6 +46,7 @@ class Processor(Protocol):
     subscription: list[str]
     changelog: str
     tick_every: float
+    routine: frozenset[str]  # outcomes counted in the batch's line, not logged record by record
 
     def new_tables(self) -> Tables: ...
     def encode(self, change: Change) -> tuple[bytes, bytes | None]: ...
@@ -178,6 +180,8 @@ class Loop:
         views = {p: self.tables.setdefault(p, self.processor.new_tables()).layer()
                  for p in {r.partition for r in records}}
         pending: dict[int, list[Change]] = {p: [] for p in views}
+        outcomes: Counter[str] = Counter()
+        notable: list[tuple[Record, Step]] = []  # a line each, once committed
         self.producer.begin_transaction()
         for record, ready in zip(records, prepared, strict=True):
             result = self.processor.step(views[record.partition], record, ctx, ready)
@@ -185,10 +189,9 @@ class Loop:
                 self.produce(out, record.at)
             views[record.partition].apply(result.changes)
             pending[record.partition] += result.changes
-            if result.log:  # one summary line per record that did something
-                log.info("routed" if result.outcome == "delivered" else result.outcome, topic=record.topic,
-                         partition=record.partition, offset=record.offset, outcome=result.outcome,
-                         **result.log)
+            outcomes[result.outcome] += 1
+            if result.log and result.outcome not in self.processor.routine:
+                notable.append((record, result))
         for number, changes in pending.items():
             self.write_changes(number, changes)
         if self.before_commit is not None:  # fault injection (tests): False aborts the batch
@@ -202,7 +205,19 @@ class Loop:
         for number, changes in pending.items():
             self.tables[number].apply(changes)
         self.handled += len(records)
+        self.say_committed(records, outcomes, notable)
         return True
+
+    def say_committed(self, records: list[Record], outcomes: Counter[str],
+                      notable: list[tuple[Record, Step]]) -> None:
+        """What a committed batch did: one line with its outcomes counted (the routine ones, e.g.
+        every delivery, are in ``cb.audit`` record by record), and a line for each other record
+        that did something. Logged after the commit, so no line tells of an aborted batch."""
+        log.info(f"{self.processor.name}_batch", records=len(records), outcomes=dict(outcomes),
+                 partitions=sorted({r.partition for r in records}), worker=self.instance)
+        for record, result in notable:
+            log.info(result.outcome, topic=record.topic, partition=record.partition, offset=record.offset,
+                     outcome=result.outcome, **result.log)
 
     def tick(self) -> None:
         """The processor's periodic step for every assigned partition, in one transaction."""
