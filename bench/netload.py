@@ -355,7 +355,7 @@ def router_run(
         if profile_to is not None:
             spy = subprocess.Popen(
                 [str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                 str(net.services["router"].process.pid), "--format", "raw", "--rate", "100",
+                 str(net.services["router"].process.pid), "--format", "raw", "--rate", "250",
                  "--nonblocking", "-o", str(profile_to)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         tally = asyncio.run(read_audit(settings, world.schemas, expected, timeout))
