@@ -38,6 +38,7 @@ from casebridge.demo import localnet, scenario
 from casebridge.localkafka import broker
 from casebridge.node import service, store
 from casebridge.node.app import node_db
+from casebridge.runtime import ckafka
 from casebridge.runtime.kafka import ensure_topics
 from casebridge.runtime.settings import Settings
 from casebridge.runtime.topics import network_topics
@@ -168,7 +169,46 @@ def network(base: Settings, say: Say) -> Iterator[tuple[Settings, World]]:
           tempfile.TemporaryDirectory(prefix="cb-bench-home-") as home):
         settings = replace(base, bootstrap_servers=bootstrap, home=Path(home), sasl_username="",
                            sasl_password="", replication=1)
-        yield settings, localnet.prepare(settings)
+        world = localnet.prepare(settings)
+        warm_up(settings, say)
+        yield settings, world
+
+
+WARM_UP_RECORDS = 40_000
+
+
+def warm_up(settings: Settings, say: Say, records: int = WARM_UP_RECORDS) -> None:
+    """Run a fresh broker's hot paths before anything is measured on it: ``records`` of envelope
+    size through a 6-partition scratch topic, written in transactions of 1,000 and read back
+    read_committed. A fresh broker's JIT compiler threads took ~30% of a core for its first
+    minute (measured per thread, 2026-12-02), inside the measurement before."""
+    topic = "bench.warmup"
+    asyncio.run(ensure_topics(settings, [topic], 6, 1))
+    began = time.monotonic()
+    producer = ckafka.transactional_producer(settings, f"bench-warmup-{os.getpid()}",
+                                             log_level=3)  # not the retries while the coordinator loads
+    producer.init_transactions(30)
+    value = bytes(480)
+    for start in range(0, records, 1000):
+        producer.begin_transaction()
+        for n in range(start, min(start + 1000, records)):
+            while True:
+                try:
+                    producer.produce(topic, value, f"CB-W-{n % 96}".encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        producer.commit_transaction(30)
+    reader = ckafka.consumer(settings, f"bench-warmup-{os.getpid()}")
+    reader.subscribe([topic])
+    seen, deadline = 0, time.monotonic() + 120
+    try:
+        while seen < records and time.monotonic() < deadline:
+            seen += sum(1 for m in reader.consume(1000, 1.0) if m.error() is None)
+    finally:
+        reader.close()
+    say(f"  [warm-up] {records} records through the fresh broker (transactions of 1,000, read back "
+        f"read_committed: {seen}) in {time.monotonic() - began:.1f} s")
 
 
 async def publish(bootstrap: str, envelopes: Sequence[Sealed]) -> None:
