@@ -20,6 +20,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -35,6 +37,8 @@ RESTART_EXIT = 75  # EX_TEMPFAIL: the producer is fenced for good; a supervisor 
 REFUSED = frozenset({  # init_transactions errors no retry can mend: the worker's rights
     KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
     KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+OFFSETS_TIMEOUT = 30.0  # seconds librdkafka is given for send_offsets_to_transaction
+OFFSETS_GRACE = 15.0  # and how much longer the loop waits before it gives the producer up
 TXN_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks read_committed readers this long
 
 
@@ -81,6 +85,7 @@ class Loop:
         self.instance = settings.instance_id or uuid.uuid4().hex[:12]
         self.transactional_id = f"{processor.group}-{self.instance}"
         self.tables: dict[int, Tables] = {}
+        self.offsets_timeout = OFFSETS_TIMEOUT
         self.poison: set[tuple[str, int, int]] = set()
         self.handled = 0
         self.ticked_at = time.monotonic()
@@ -268,9 +273,13 @@ class Loop:
     def commit(self, offsets: list[TopicPartition]) -> bool:
         """Send the offsets (if any) and commit; False when the transaction had to be aborted."""
         try:
-            if offsets:
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), 30)
+            if offsets and not self.send_offsets(offsets):
+                log.warning("transaction_stalled", what="send_offsets_to_transaction",
+                            waited_s=self.offsets_timeout + OFFSETS_GRACE,
+                            action="a new producer of the same transactional id (fences the stalled one); "
+                                   "the batch is read again")
+                self.producer = self.new_producer()  # the stalled one is left to its thread
+                return False
             while True:
                 try:
                     self.producer.commit_transaction(30)
@@ -287,6 +296,29 @@ class Loop:
             else:
                 self.abort()
             return False
+
+    def send_offsets(self, offsets: list[TopicPartition]) -> bool:
+        """``send_offsets_to_transaction`` on a thread of its own, watched: False when it has not
+        returned ``offsets_timeout`` + OFFSETS_GRACE seconds later. librdkafka does not keep to
+        that call's timeout while the group coordinator is away (confluentinc/librdkafka#5456):
+        it blocked 600 s in the leader-kill fault test twice (once on 2026-12-01, once on
+        2026-12-02), routing nothing meanwhile. Errors it raises are raised here."""
+        call: Future[None] = Future()
+        producer, metadata = self.producer, self.consumer.consumer_group_metadata()
+
+        def send() -> None:
+            try:
+                call.set_result(producer.send_offsets_to_transaction(offsets, metadata, self.offsets_timeout))
+            except BaseException as exc:  # any error is handed to the loop's thread
+                call.set_exception(exc)
+
+        # a daemon thread: a stalled call must not hold the process at its exit
+        threading.Thread(target=send, name="send-offsets", daemon=True).start()
+        try:
+            call.result(self.offsets_timeout + OFFSETS_GRACE)
+        except FutureTimeout:
+            return False
+        return True
 
     def abort(self) -> None:
         while True:
