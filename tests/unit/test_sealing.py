@@ -26,7 +26,7 @@ from casebridge.core.errors import (
     UnknownSchema,
     UnknownSender,
 )
-from casebridge.core.keys import generate_identity
+from casebridge.core.keys import generate_identity, signature_valid
 from casebridge.core.model import EVENT_TYPES, Header
 from casebridge.core.sealing import NotARecipient
 from tests.unit.envelope_factories import (
@@ -407,3 +407,44 @@ def test_handover_statement_changed_after_signing_is_bad_signature() -> None:
     operational["statement"] = {**operational["statement"], "persons": 2}
     with pytest.raises(BadSignature):
         handover.check_attestations(SCHEMAS, operational)
+
+
+# --- the one Ed25519 check (core/keys.signature_valid, libsodium) -----------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(message=st.binary(max_size=2048), flip=st.integers(min_value=0))
+def test_libsodium_accepts_what_cryptography_signs_and_refuses_a_flipped_bit(
+    message: bytes, flip: int
+) -> None:
+    """Signatures made with cryptography (as every node signs) verify; one flipped bit of the
+    signature or of the message does not."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    signature = key.sign(message)
+    assert signature_valid(public, signature, message)
+    bit = flip % (8 * len(signature))
+    bad = bytearray(signature)
+    bad[bit // 8] ^= 1 << (bit % 8)
+    assert not signature_valid(public, bytes(bad), message)
+    if message:
+        changed = bytearray(message)
+        changed[flip % len(message)] ^= 1
+        assert not signature_valid(public, signature, bytes(changed))
+
+
+def test_a_signature_of_the_wrong_size_is_invalid_and_a_key_of_the_wrong_size_malformed() -> None:
+    key = Ed25519PrivateKey.generate()
+    public, signature = key.public_key().public_bytes_raw(), key.sign(b"m")
+    assert not signature_valid(public, signature[:63], b"m")
+    assert not signature_valid(public, signature + b"\0", b"m")
+    with pytest.raises(Malformed):
+        signature_valid(public[:31], signature, b"m")
+
+
+def test_a_small_order_public_key_is_refused() -> None:
+    """libsodium refuses the identity point as a key, whose 'signatures' anybody can forge: with
+    A = identity and R = identity, S = 0 satisfies [S]B = R + [k]A for every message."""
+    identity = bytes([1]) + bytes(31)
+    forged = identity + bytes(32)  # R = identity, S = 0
+    assert not signature_valid(identity, forged, b"any message")

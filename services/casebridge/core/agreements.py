@@ -21,10 +21,10 @@ from functools import cached_property
 from typing import NoReturn
 
 import yaml
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from casebridge.core.errors import PolicyError
+from casebridge.core.errors import Malformed, PolicyError
+from casebridge.core.keys import signature_valid
 from casebridge.core.model import (
     CONSENT_SCOPES,
     COUNTRIES,
@@ -375,10 +375,9 @@ def _signature_valid(sig: Signature, message: bytes, directory: Directory, now: 
     if key is None:
         return False
     try:
-        Ed25519PublicKey.from_public_bytes(key.public_key).verify(sig.signature, message)
-    except (InvalidSignature, ValueError):
+        return signature_valid(key.public_key, sig.signature, message)
+    except Malformed:  # a key of the wrong size
         return False
-    return True
 
 
 def _signing_key(directory: Directory, sig: Signature, now: datetime) -> KeyRecord | None:

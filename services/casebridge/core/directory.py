@@ -14,8 +14,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from cryptography.exceptions import InvalidSignature
-
 from casebridge.core import avro
 from casebridge.core.errors import (
     BadSignature,
@@ -25,7 +23,7 @@ from casebridge.core.errors import (
     UnknownKey,
     UnknownSender,
 )
-from casebridge.core.keys import Identity, ed25519_public, key_id
+from casebridge.core.keys import Identity, key_id, signature_valid
 from casebridge.core.model import (
     PARTICIPANT_ID,
     REGION,
@@ -153,10 +151,8 @@ def verify_directory(
     outer = avro.decode(schemas, data, SIGNED_DIRECTORY)
     if outer["key_id"] != key_id(anchor):
         raise UnknownKey(f"directory signed with {outer['key_id']}, not the trust anchor")
-    try:
-        ed25519_public(anchor).verify(outer["signature"], outer["directory"])
-    except InvalidSignature as exc:
-        raise BadSignature("directory signature does not verify") from exc
+    if not signature_valid(anchor, outer["signature"], outer["directory"]):
+        raise BadSignature("directory signature does not verify")
     directory = from_record(avro.decode(schemas, outer["directory"], DIRECTORY))
     check_current(directory, now)
     return directory

@@ -15,11 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-
 from casebridge.core.directory import is_valid
 from casebridge.core.errors import CaseBridgeError
-from casebridge.core.keys import Identity, ed25519_public
+from casebridge.core.keys import Identity, signature_valid
 from casebridge.core.model import Directory, Header
 from casebridge.core.sealing import frame
 
@@ -67,8 +65,6 @@ def check_forward(header: Header, directory: Directory) -> str | None:
     if key is None or key.revoked_at is not None or not is_valid(key, header.created_at):
         return f"no current signing key {header.permit_key_id} of {header.permitted_by}"
     message = permission_message(header.case_ref, header.forward_of, header.sender, header.to)
-    try:
-        ed25519_public(key.public_key).verify(header.permit_signature, message)
-    except InvalidSignature:
+    if not signature_valid(key.public_key, header.permit_signature, message):
         return f"the permission of {header.permitted_by} does not cover this forward"
     return None

@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casebridge.core import avro
 from casebridge.core.errors import BadSignature, Malformed
-from casebridge.core.keys import RAW, RAW_PUBLIC, ed25519_public, key_id
+from casebridge.core.keys import RAW, RAW_PUBLIC, key_id, signature_valid
 from casebridge.core.sealing import frame
 
 EVENT_TYPE = "handover.completed"
@@ -62,7 +61,5 @@ def check_attestations(schemas: avro.SchemaSet, operational: Mapping[str, Any]) 
             statement[f"{role}_participant"], statement[f"{role}_official_id"]
         ) or att["key_id"] != key_id(att["public_key"]):
             raise Malformed(f"{role} attestation does not match the statement")
-        try:
-            ed25519_public(att["public_key"]).verify(att["signature"], signed)
-        except InvalidSignature as exc:
-            raise BadSignature(f"{role} official's signature does not verify") from exc
+        if not signature_valid(att["public_key"], att["signature"], signed):
+            raise BadSignature(f"{role} official's signature does not verify")

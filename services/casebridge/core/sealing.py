@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -31,7 +31,7 @@ from casebridge.core.errors import (
     UnknownKey,
     UnknownSchema,
 )
-from casebridge.core.keys import Identity, ed25519_public, x25519_public
+from casebridge.core.keys import Identity, signature_valid, x25519_public
 from casebridge.core.model import DATA_CATEGORIES, Directory, Header
 
 SEALED = "casebridge.envelope.Sealed"
@@ -295,10 +295,8 @@ def verified_record(
 
 
 def check_signature(public_key: bytes, body: bytes, signature: bytes) -> None:
-    try:
-        ed25519_public(public_key).verify(signature, body)
-    except InvalidSignature as exc:
-        raise BadSignature("envelope signature does not verify") from exc
+    if not signature_valid(public_key, signature, body):
+        raise BadSignature("envelope signature does not verify")
 
 
 def check_age(created: datetime, now: datetime, max_age: timedelta, max_skew: timedelta) -> None:
