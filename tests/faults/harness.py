@@ -271,6 +271,23 @@ def log_lines(net: localnet.LocalNet, name: str, event: str) -> list[dict[str, A
             if f'"event": "{event}"' in line]
 
 
+def held_partitions(net: localnet.LocalNet, name: str, processor: str = "router") -> set[int]:
+    """The partition numbers the worker ``name`` holds now, by its log: each
+    ``<processor>_assigned`` line names its whole assignment (the range assignor is eager),
+    each ``<processor>_revoked`` line what it gave up."""
+    held: set[int] = set()
+    path = net.settings.home / "logs" / f"{name}.log"
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    for raw in lines:
+        if f'"{processor}_assigned"' in raw or f'"{processor}_revoked"' in raw:
+            line = json.loads(raw)
+            if line["event"] == f"{processor}_assigned":
+                held = set(line["partitions"])
+            elif line["event"] == f"{processor}_revoked":
+                held -= set(line["partitions"])
+    return held
+
+
 def log_count(net: localnet.LocalNet, names: Iterator[str] | Iterable[str], event: str) -> int:
     """How many times ``event`` was logged by the named services (JSON logs, one event per line)."""
     total = 0
