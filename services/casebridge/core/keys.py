@@ -104,8 +104,8 @@ def signature_valid(public_key: bytes, signature: bytes, message: bytes) -> bool
     Every signature CaseBridge checks (envelopes, the directory, agreements, permissions,
     handover attestations) is checked here, with libsodium (PyNaCl): 44-50 us a check on this
     project's 2-core machine against 72-78 us for OpenSSL through ``cryptography`` (2026-12-02,
-    interleaved runs of 5,000). libsodium is also the stricter of the two (it refuses small-order
-    and non-canonical points as well as a non-canonical S), so what it accepts OpenSSL accepts too.
+    interleaved runs of 5,000). libsodium also refuses small-order and non-canonical points, where
+    OpenSSL accepts a forgery under the identity point as key (tests/unit/test_sealing.py).
     """
     if len(public_key) != PUBLIC_LEN:
         raise Malformed("not a raw 32-byte Ed25519 public key")
