@@ -103,10 +103,12 @@ class Context:
     country: str | None = None  # the router's country in a federation; None: one shared cluster
 
 
-def admit(data: bytes, ctx: Context) -> sealing.VerifiedEnvelope | Quarantine:
-    """Size, signature, signer's key and age, before anything is decoded past the signer's name."""
+def admit(data: bytes, ctx: Context, checked: sealing.Checked | None = None
+          ) -> sealing.VerifiedEnvelope | Quarantine:
+    """Size, signature, signer's key and age, before anything is decoded past the signer's name;
+    ``checked``: the signature's check made ahead (``sealing.verify``)."""
     try:
-        return sealing.verify(data, ctx.directory, ctx.now, ctx.max_age, schemas=ctx.schemas)
+        return sealing.verify(data, ctx.directory, ctx.now, ctx.max_age, schemas=ctx.schemas, checked=checked)
     except CaseBridgeError as exc:
         return Quarantine(exc.code, exc.why)
 

@@ -62,6 +62,9 @@ class SectionInfo:
     size: int
 
 
+Checked = tuple[bytes, bytes, bytes, bool]  # public key, signature, message, whether it verifies
+
+
 @dataclass(frozen=True)
 class VerifiedEnvelope:
     """A signature-checked envelope: the clear header and section metadata, nothing decrypted."""
@@ -258,10 +261,13 @@ def verify(
     schemas: avro.SchemaSet,
     max_size: int = DEFAULT_MAX_SIZE,
     max_skew: timedelta = DEFAULT_MAX_SKEW,
+    checked: Checked | None = None,
 ) -> VerifiedEnvelope:
-    """Check signature, signer, key validity, age and section structure; decrypt nothing."""
+    """Check signature, signer, key validity, age and section structure; decrypt nothing.
+    ``checked``: the signature's check made ahead (elsewhere), used only if its key, signature
+    and message are exactly those of ``data`` under ``directory``; else the check is made here."""
     try:
-        header, record = verified_record(data, directory, now, max_age, schemas, max_size, max_skew)
+        header, record = verified_record(data, directory, now, max_age, schemas, max_size, max_skew, checked)
         return VerifiedEnvelope(header, section_infos(record), envelope_hash(data))
     except CaseBridgeError:
         raise
@@ -277,13 +283,18 @@ def verified_record(
     schemas: avro.SchemaSet,
     max_size: int,
     max_skew: timedelta,
+    checked: Checked | None = None,
 ) -> tuple[Header, Mapping[str, Any]]:
     """Verify before decoding: only the outer record is read before the signature is checked."""
     within_limit(data, max_size)
     check_current(directory, now)
     outer = avro.decode(schemas, data, SEALED)
     key = signing_key(directory, outer["signer"], outer["key_id"])
-    check_signature(key.public_key, outer["envelope"], outer["signature"])
+    if checked is not None and checked[:3] == (key.public_key, outer["signature"], outer["envelope"]):
+        if not checked[3]:
+            raise BadSignature("envelope signature does not verify")
+    else:
+        check_signature(key.public_key, outer["envelope"], outer["signature"])
     record = avro.decode(schemas, outer["envelope"], ENVELOPE)
     header = header_from_record(record["header"])
     if (header.sender, header.sender_key_id) != (outer["signer"], outer["key_id"]):
@@ -292,6 +303,19 @@ def verified_record(
     check_age(header.created_at, now, max_age, max_skew)
     check_structure(schemas, header, record)
     return header, record
+
+
+def signed_parts(data: bytes, directory: Directory, schemas: avro.SchemaSet,
+                 max_size: int = DEFAULT_MAX_SIZE) -> tuple[bytes, bytes, bytes] | None:
+    """(signer's public key, signature, signed message) of an envelope, for its signature to be
+    checked ahead (``verify``'s ``checked``); None when ``verify`` will refuse it before that."""
+    try:
+        within_limit(data, max_size)
+        outer = avro.decode(schemas, data, SEALED)
+        key = signing_key(directory, outer["signer"], outer["key_id"])
+    except Exception:  # verify raises it again, with its code
+        return None
+    return key.public_key, outer["signature"], outer["envelope"]
 
 
 def check_signature(public_key: bytes, body: bytes, signature: bytes) -> None:

@@ -64,6 +64,9 @@ class TrackerProcessor:
         expires = self.world.directory.expires_at
         return f"the directory expired at {expires.isoformat()}" if expires <= now else None
 
+    def close(self) -> None:
+        """Nothing of its own to release."""
+
 
 def run(settings: Settings, world: World, calendars: Mapping[str, Calendar], scale: float,
         stop: threading.Event) -> int:

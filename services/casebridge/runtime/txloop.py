@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
@@ -56,10 +56,11 @@ class Processor(Protocol):
     def encode(self, change: Change) -> tuple[bytes, bytes | None]: ...
     def decode(self, key: bytes, value: bytes | None) -> Change: ...
     def context(self, now: datetime, poison: frozenset[tuple[str, int, int]]) -> Any: ...
-    def prepare(self, records: list[Record], ctx: Any) -> list[Any]: ...
+    def prepare(self, records: list[Record], ctx: Any) -> Iterable[Any]: ...
     def step(self, tables: Tables, record: Record, ctx: Any, prepared: Any) -> Step: ...
     def tick(self, tables: Tables, partition: int, ctx: Any) -> Step: ...
     def blocked(self, now: datetime) -> str | None: ...
+    def close(self) -> None: ...
 
 
 class Fatal(Exception):
@@ -373,6 +374,7 @@ class Loop:
         closer.start()
         closer.join(3)
         self.producer.flush(1)
+        self.processor.close()
 
 
 def restore(settings: Settings, processor: Processor, numbers: Sequence[int]) -> dict[int, Tables]:
