@@ -301,7 +301,15 @@ async def quarantine_sample(
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a running process (Linux /proc), seconds."""
+    """User + system CPU time of a running process and of its running child processes (Linux
+    /proc; the router's signature-check child is its CPU too), seconds."""
+    own = process_cpu(pid)
+    if own is None:
+        return None
+    return own + sum(process_cpu(child) or 0.0 for child in children(pid))
+
+
+def process_cpu(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -309,20 +317,41 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def children(pid: int) -> list[int]:
+    """The running child processes of ``pid`` and theirs (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):  # ended meanwhile
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += parents.get(child, [])
+    return found
+
+
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
-    """Per thread of a running process (Linux /proc): thread id -> (group, user + system CPU s);
-    the group is ``main``, ``librdkafka`` (its ``rdk:*`` threads) or ``python threads``."""
+    """Per thread of a running process and of its child processes (Linux /proc): thread id ->
+    (group, user + system CPU s); the group is ``main``, ``librdkafka`` (its ``rdk:*`` threads),
+    ``python threads`` or ``child processes`` (the router's signature-check child)."""
     found: dict[str, tuple[str, float]] = {}
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            try:
-                comm = (task / "comm").read_text().strip()
-                fields = (task / "stat").read_text().rpartition(")")[2].split()
-            except OSError:  # the thread ended meanwhile
-                continue
-            group = ("main" if task.name == str(pid)
-                     else "librdkafka" if comm.startswith("rdk:") else "python threads")
-            found[task.name] = (group, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    for process in (pid, *children(pid)):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{process}/task").iterdir():
+                try:
+                    comm = (task / "comm").read_text().strip()
+                    fields = (task / "stat").read_text().rpartition(")")[2].split()
+                except OSError:  # the thread ended meanwhile
+                    continue
+                group = ("child processes" if process != pid else "main" if task.name == str(pid)
+                         else "librdkafka" if comm.startswith("rdk:") else "python threads")
+                found[task.name] = (group, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return found
 
 

@@ -56,6 +56,7 @@ class RouterProcessor:
         self.subscription = subscription(country)
         self.identity = world.identity(ROUTER)
         self.verifier = Verifier()
+        self.verifier.running()  # started with the worker, not inside its first batch
 
     def new_tables(self) -> Tables:
         return state.new_tables()
