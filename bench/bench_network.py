@@ -262,6 +262,9 @@ def main() -> None:
                 say(f"  end to end, {label}: p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, "
                     f"{lat['received']}/{lat['posted']} stored in time, posted at "
                     f"{lat['achieved_post_rate_per_s']}/s")
+            for name, stage in results["latency"]["stages"].items():
+                if isinstance(stage, dict):
+                    say(f"    {name}: p50 {stage['p50_ms']} ms, p99 {stage['p99_ms']} ms")
             say(f"[5/6] baseline A latency at {rate:.0f}/s for {seconds:.0f} s ...")
             payloads = [e.value for e in netload.preseal(world, workdir, netload.ONE_RECIPIENT[:1], 200)]
             results["passthrough_latency"] = asyncio.run(

@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from casebridge.core import avro, issued, topics
+from casebridge.core import avro, issued, sealing, topics
 from casebridge.demo import localnet, scenario
 from casebridge.localkafka import broker
 from casebridge.node import service, store
@@ -645,6 +645,7 @@ def fixed_rate(net: localnet.LocalNet, db: Path, phase: Phase, say: Say, sender:
     latencies = [received[e] - at for e, at in sent.items() if e in received]
     late = [float("inf")] * (len(sent) - len(latencies))
     say(f"  {len(latencies)}/{len(sent)} stored {waited:.0f} s after the first POST")
+    stages = asyncio.run(latency_stages(net.settings, net.world.schemas, sender, recipient, sent, received))
     return {
         "sender": sender,
         "recipient": recipient,
@@ -662,7 +663,73 @@ def fixed_rate(net: localnet.LocalNet, db: Path, phase: Phase, say: Say, sender:
         "latency_from": "POST /events start (client clock) -> recipient inbox received_at",
         **percentiles(latencies + late),
         "received_only": percentiles(latencies),
+        # where the time went, per event stored (ms): stage -> percentiles
+        "stages": stages,
     }
+
+
+STAGES = (
+    ("post_to_sealed", "POST start (client) -> the envelope's created_at (sender node)"),
+    ("sealed_to_published", "created_at -> its cb.out record's timestamp (the node's publisher)"),
+    ("published_to_routed", "cb.out timestamp -> its batch's decided_at (the router's batch start)"),
+    ("routed_to_delivered", "decided_at -> its cb.in record's timestamp (the router's step)"),
+    ("delivered_to_stored", "cb.in timestamp -> received_at (the router's flush and commit, the "
+                            "recipient's read_committed fetch and SQLite store)"),
+)
+
+
+async def latency_stages(settings: Settings, schemas: avro.SchemaSet, sender: str, recipient: str,
+                         sent: dict[str, float], received: dict[str, float]) -> dict[str, Any]:
+    """Each stored event's latency split at the clocks the pipeline records: the envelope's
+    created_at, the Kafka CreateTime of its outbox record and of its delivery (set at produce), the
+    router's decided_at in its audit record. One machine, so one clock; the stages of an event sum
+    to its latency."""
+    created: dict[str, float] = {}
+    published: dict[str, float] = {}
+    for m in await read_topic(settings, topics.outbox(sender)):
+        outer = avro.decode(schemas, m.value, sealing.SEALED)
+        header = avro.decode(schemas, outer["envelope"], sealing.ENVELOPE)["header"]
+        created[header["event_id"]] = header["created_at"].timestamp()
+        published[header["event_id"]] = m.timestamp / 1000
+    routed: dict[str, float] = {}
+    for m in await read_topic(settings, topics.AUDIT):
+        record = avro.decode(schemas, m.value, issued.AUDIT)
+        if record["outcome"] == "delivered" and record["event_id"] in sent:
+            routed[record["event_id"]] = record["decided_at"].timestamp()
+    delivered: dict[str, float] = {}
+    for m in await read_topic(settings, topics.inbox(recipient)):
+        event_id = dict(m.headers or ()).get("ce_id", b"").decode()
+        if event_id in sent:
+            delivered[event_id] = m.timestamp / 1000
+    clocks = (sent, created, published, routed, delivered, received)
+    events = [e for e in sent if all(e in clock for clock in clocks)]
+    result: dict[str, Any] = {"events": len(events)}
+    for (name, what), start, end in zip(STAGES, clocks, clocks[1:], strict=False):
+        result[name] = {"what": what, **percentiles([end[e] - start[e] for e in events])}
+    return result
+
+
+async def read_topic(settings: Settings, topic: str) -> list[Any]:
+    """Every committed record of ``topic``, from its beginning to its end now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            behind = [p for p in parts if await consumer.position(p) < ends[p]]
+            if not behind:
+                break
+            for messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                records += messages
+        return records
+    finally:
+        await consumer.stop()
 
 
 async def passthrough_latency(bootstrap: str, payloads: Sequence[bytes], rate: float, seconds: float,
