@@ -5,6 +5,7 @@ only for exactly the bytes it was made for, and without a child every check is m
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -75,6 +76,24 @@ def test_a_dead_child_gives_no_verdicts_and_is_not_restarted_at_once(verifier: V
     verifier.child.wait()
     assert verifier.submit([(key, sig, msg)]) is None  # the loop checks these itself
     assert verifier.child is None and verifier.failed_at is not None
+
+
+def test_a_request_to_a_former_child_gets_no_verdicts_from_its_successor(verifier: Verifier) -> None:
+    """A child that died mid-batch and was started again: the former child's pending request is
+    answered None at once (checked in the loop), the new child's requests normally."""
+    key, sig, msg = triple(sealed(make_header()))
+    former = verifier.submit([(key, sig, msg)])
+    assert verifier.child is not None
+    verifier.child.kill()
+    verifier.child.wait()
+    verifier.running()  # noticed dead: given up
+    verifier.failed_at = None  # and started again at once
+    current = verifier.submit([(key, sig, flipped(msg, 1)), (key, sig, msg)])
+    assert former is not None and current is not None and current > former
+    began = time.monotonic()
+    assert verifier.result(former, 1) is None
+    assert time.monotonic() - began < 1.0  # not after the answer timeout
+    assert verifier.result(current, 2) == bytes([0, 1])
 
 
 def test_a_late_child_is_given_up(verifier: Verifier, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -51,7 +51,8 @@ class Verifier:
 
     def __init__(self) -> None:
         self.child: subprocess.Popen[bytes] | None = None
-        self.ticket = 0
+        self.ticket = 0  # the last one issued; never reused, also across children
+        self.first = 1  # the current child's first ticket: an earlier one was a former child's
         self.failed_at: float | None = None
 
     def submit(self, triples: Sequence[Triple]) -> int | None:
@@ -75,8 +76,8 @@ class Verifier:
     def result(self, ticket: int | None, count: int) -> bytes | None:
         """The ``count`` verdicts (1: verifies) of request ``ticket``; None when they cannot be had."""
         child = self.child
-        if ticket is None or child is None or child.stdout is None:
-            return None
+        if ticket is None or ticket < self.first or child is None or child.stdout is None:
+            return None  # no child, or a former one (its answers went with it)
         try:
             while True:
                 head = read_exactly(child.stdout, HEAD.size, ANSWER_TIMEOUT)
@@ -108,7 +109,7 @@ class Verifier:
         for pipe in (child.stdin, child.stdout):
             with contextlib.suppress(OSError):  # a smaller pipe only makes the loop wait sometimes
                 fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[union-attr]
-        self.child, self.ticket, self.failed_at = child, 0, None
+        self.child, self.first, self.failed_at = child, self.ticket + 1, None
         log.info("verifier_started", pid=child.pid)
         return child
 
