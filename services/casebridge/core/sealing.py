@@ -290,11 +290,10 @@ def verified_record(
     check_current(directory, now)
     outer = avro.decode(schemas, data, SEALED)
     key = signing_key(directory, outer["signer"], outer["key_id"])
-    if checked is not None and checked[:3] == (key.public_key, outer["signature"], outer["envelope"]):
-        if not checked[3]:
-            raise BadSignature("envelope signature does not verify")
-    else:
-        check_signature(key.public_key, outer["envelope"], outer["signature"])
+    signed = (key.public_key, outer["signature"], outer["envelope"])
+    valid = checked[3] if checked is not None and checked[:3] == signed else signature_valid(*signed)
+    if not valid:
+        raise BadSignature("envelope signature does not verify")
     record = avro.decode(schemas, outer["envelope"], ENVELOPE)
     header = header_from_record(record["header"])
     if (header.sender, header.sender_key_id) != (outer["signer"], outer["key_id"]):
@@ -316,11 +315,6 @@ def signed_parts(data: bytes, directory: Directory, schemas: avro.SchemaSet,
     except Exception:  # verify raises it again, with its code
         return None
     return key.public_key, outer["signature"], outer["envelope"]
-
-
-def check_signature(public_key: bytes, body: bytes, signature: bytes) -> None:
-    if not signature_valid(public_key, signature, body):
-        raise BadSignature("envelope signature does not verify")
 
 
 def check_age(created: datetime, now: datetime, max_age: timedelta, max_skew: timedelta) -> None:

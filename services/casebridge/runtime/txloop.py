@@ -44,7 +44,7 @@ TXN_TIMEOUT_MS = 15_000  # a killed worker's open transaction blocks read_commit
 # whatever is queued (librdkafka #3489: flush() overrides linger.ms), so lingering delays nothing a
 # reader sees. It batches each partition's records of a transaction into one produce request
 # instead of one every 2 ms (librdkafka sends one partition per request, librdkafka#1700): the
-# router's librdkafka threads 20-49 -> 3-5 us of CPU an envelope (bench/README.md, 2026-12-02).
+# router's librdkafka threads 20-49 -> 2-8 us of CPU an envelope (bench/README.md, 2026-12-02).
 TXN_LINGER_MS = 100
 
 

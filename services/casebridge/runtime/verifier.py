@@ -47,7 +47,8 @@ Triple = tuple[bytes, bytes, bytes]  # public key, signature, message
 
 
 class Verifier:
-    """The loop's side: a child started on first use, requests in flight, answers in order."""
+    """The loop's side: a child (started by ``running``: with the worker, and again after a
+    failure), requests in flight, answers in order."""
 
     def __init__(self) -> None:
         self.child: subprocess.Popen[bytes] | None = None
