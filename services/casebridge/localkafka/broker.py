@@ -304,9 +304,18 @@ def classpath(libs: Path) -> str:
     return os.pathsep.join(str(jar) for jar in sorted(libs.glob("*.jar")))
 
 
+# The JVM of every local broker and MirrorMaker: small heaps, the serial collector, and only the
+# C1 compiler (no C2). On 2 cores a broker's C2 compiler threads took 187-222 us of CPU per
+# envelope the router routed, still after 40,000 records of warm-up, and its request threads ran
+# longer meanwhile (profiled code, tier 3); C1 only: compiler threads 20-30 us, the whole broker
+# 510-613 -> 205-317 us an envelope (bench/README.md, 2026-12-02, fifth session). Peak speed
+# matters less than the cores here: the brokers share them with everything they serve.
+JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
+
+
 def java_command(java: str, spec: BrokerSpec, libs: Path, main: str, *args: str) -> list[str]:
     log_config = spec.state_dir / "log4j2.yaml"
-    return [java, *spec.heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+    return [java, *spec.heap, *JVM_FLAGS,
             f"-Dlog4j2.configurationFile={log_config.resolve()}",
             "-cp", classpath(libs), main, *args]
 

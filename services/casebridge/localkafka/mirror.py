@@ -201,7 +201,7 @@ def _write_private(path: Path, text: str) -> None:
 
 def command(java: str, spec: MirrorSpec, libs: Path) -> list[str]:
     log_config = _path(spec, "log4j2.yaml").resolve()
-    return [java, *spec.heap, "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+    return [java, *spec.heap, *broker.JVM_FLAGS,
             f"-Dlog4j2.configurationFile={log_config}", "-cp", broker.classpath(libs), MAIN,
             str(_path(spec, "mm2.properties").resolve()), "--clusters", spec.own]
 
