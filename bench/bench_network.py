@@ -9,7 +9,7 @@ changelog-backed sender chains start empty every time):
   envelope bytes the router run uses, 1-partition topics like the router's ``cb.out.*`` sources;
 - the router (``casebridge router run`` as a subprocess, as localnet starts it): envelopes/s from
   its first to its last ``cb.audit`` record, over N envelopes pre-sealed and chained by the node's
-  own ``submit`` from four senders and published before the router starts;
+  own ``submit`` from four senders and published (librdkafka) once the router holds every partition;
 - the same with two router workers (same app id), and with six recipients per event;
 - end-to-end latency p50/p99, sender node ``POST /events`` -> recipient inbox ``received_at``, at a
   fixed rate with sender node, router and recipient node as processes; and baseline A's latency
