@@ -77,7 +77,7 @@ def federated(base: Settings, phase: netload.Phase, home: Path) -> dict[str, Any
     try:
         db = node_db(running.home, RECIPIENT)
         warm_up(running.net, db)
-        return netload.fixed_rate(running.net, db, phase, say, SENDER, RECIPIENT, 16)
+        return netload.fixed_rate(running.net, db, phase, say, SENDER, RECIPIENT, 16, stages=False)
     finally:
         running.stop(lambda m: None)
 
