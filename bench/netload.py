@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from casebridge.core import avro, issued, sealing, topics
@@ -267,7 +267,7 @@ def read_audit(settings: Settings, schemas: avro.SchemaSet, expected: int, timeo
     for stamp, kind, value in got:
         record = avro.decode(schemas, value, issued.AUDIT)
         tally.timestamps.append(stamp)
-        tally.timestamp_type = {1: 0, 2: 1}.get(kind)  # librdkafka's CREATE_TIME / LOG_APPEND_TIME
+        tally.timestamp_type = 1 if kind == TIMESTAMP_LOG_APPEND_TIME else 0  # Kafka's own numbering
         tally.outcomes[record["outcome"]] += 1
         if record["code"]:
             tally.codes[record["code"]] += 1

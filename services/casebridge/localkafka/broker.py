@@ -305,11 +305,11 @@ def classpath(libs: Path) -> str:
 
 
 # The JVM of every local broker and MirrorMaker: small heaps, the serial collector, and only the
-# C1 compiler (no C2). On 2 cores a broker's C2 compiler threads took 187-222 us of CPU per
-# envelope the router routed, still after 40,000 records of warm-up, and its request threads ran
-# longer meanwhile (profiled code, tier 3); C1 only: compiler threads 20-30 us, the whole broker
-# 510-613 -> 205-317 us an envelope (bench/README.md, 2026-12-02, fifth session). Peak speed
-# matters less than the cores here: the brokers share them with everything they serve.
+# C1 compiler (no C2). On 2 cores a broker's C2 compiler threads took 142-222 us of CPU per
+# envelope the router routed (326-332 us with six recipients), still after 40,000 records of
+# warm-up; C1 only: 20-43 us, the whole broker 413-613 -> 205-338 us an envelope, 755-981 -> 347-440
+# with six recipients (bench/README.md, 2026-12-02, fifth session). Peak speed matters less than
+# the cores here: the brokers share them with everything they serve.
 JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 
 
